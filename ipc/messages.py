@@ -1,0 +1,202 @@
+"""Every message that crosses a socket: one msgspec tagged union per socket, msgpack-encoded.
+
+Sockets (DESIGN.md):
+- work:      supervisor ROUTER <-> worker DEALER     (`ToWorker` / `FromWorker`)
+- heartbeat: supervisor PAIR   <-> heartbeat PAIR    (`ToHeartbeat` / `FromHeartbeat`)
+- control:   supervisor ROUTER <-> local client REQ  (`ControlRequest` / `ControlReply`)
+- events:    supervisor PUB     -> local client SUB  (`Event`)
+
+Nothing else crosses a socket: no pickles, no bare dicts, never the key.
+"""
+from typing import Any, Union
+
+import msgspec
+
+# Inbound size bounds (ZMQ_MAXMSGSIZE): a result is text of at most a few MB.
+MAX_WORK_MESSAGE = 32 * 1024 * 1024
+MAX_SMALL_MESSAGE = 64 * 1024
+
+
+class _Msg(msgspec.Struct, tag=True, tag_field="type", frozen=True, forbid_unknown_fields=True):
+    """Local-only messages: unknown fields are a bug, so decoding rejects them."""
+
+
+# --- work socket ---------------------------------------------------------------------------
+
+class Ready(_Msg):
+    """A worker is up (sent once at start, and again after each Stop-less reconnect)."""
+    slot: str
+    pid: int
+    endpoint: str
+
+
+class Job(_Msg):
+    """One whole inference request for one worker; `deadline_ms` is Unix milliseconds."""
+    job: int
+    request_id: str
+    model: str
+    prompt: str
+    system: str | None
+    options: dict[str, Any]
+    deadline_ms: int
+    cpu_only: bool = False
+
+
+class Metrics(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Ollama's final-chunk metrics, durations already converted from nanoseconds."""
+    eval_count: int = 0
+    prompt_eval_count: int = 0
+    total_duration_ms: int = 0
+    load_duration_ms: int = 0
+    done_reason: str = ""
+    model_digest: str = ""
+
+
+class Done(_Msg):
+    job: int
+    request_id: str
+    text: str
+    metrics: Metrics
+
+
+class Failed(_Msg):
+    """The request could not be served; `code` is a PROTOCOL.md failure code."""
+    job: int
+    request_id: str
+    code: str
+    message: str
+
+
+class Ping(_Msg):
+    seq: int
+
+
+class Pong(_Msg):
+    """Answer to Ping; `job` is the job in progress (0 when idle)."""
+    seq: int
+    job: int
+
+
+class Stop(_Msg):
+    """Exit after the job in progress (if any) is answered."""
+
+
+ToWorker = Union[Job, Ping, Stop]
+FromWorker = Union[Ready, Done, Failed, Pong]
+
+
+# --- heartbeat socket ----------------------------------------------------------------------
+
+class Load(_Msg):
+    """The supervisor's current load; arriving at all is the supervisor's sign of life."""
+    busy: int
+    slots: int
+    served: int
+
+
+class StopHeartbeat(_Msg):
+    """Stop sending heartbeats and exit."""
+
+
+class BeatResult(_Msg):
+    """Outcome of one heartbeat POST; `status` is the HTTP status (0 for no answer)."""
+    seq: int
+    ok: bool
+    status: int
+    at_ms: int
+    error: str = ""
+
+
+class Denied(_Msg):
+    """The coordinator refused this node (403/404): the whole daemon must stop."""
+    status: int
+    code: str
+    detail: str = ""
+
+
+ToHeartbeat = Union[Load, StopHeartbeat]
+FromHeartbeat = Union[BeatResult, Denied]
+
+
+# --- control socket ------------------------------------------------------------------------
+
+class StatusRequest(_Msg):
+    pass
+
+
+class WorkerStatus(msgspec.Struct, frozen=True, rename="camel"):
+    slot: str
+    pid: int | None
+    endpoint: str
+    busy: bool
+    request_id: str | None
+    served: int
+    failed: int
+    restarts: int
+
+
+class StatusReply(msgspec.Struct, tag=True, tag_field="type", frozen=True, rename="camel"):
+    """A snapshot of the running daemon, answered from memory."""
+    pid: int
+    version: str
+    state: str
+    node_id: int
+    address: str
+    node_key_hash: str
+    tier: int
+    coordinator: str
+    uptime_s: int
+    workers: list[WorkerStatus]
+    heartbeat_pid: int | None
+    served: int
+    failed: int
+    last_heartbeat_ack_ms: int | None
+    outbox_depth: int
+
+
+class ControlError(msgspec.Struct, tag=True, tag_field="type", frozen=True):
+    error: str
+
+
+ControlRequest = StatusRequest
+ControlReply = Union[StatusReply, ControlError]
+
+
+# --- event socket --------------------------------------------------------------------------
+
+class _Event(msgspec.Struct, tag_field="type", frozen=True, rename="camel"):
+    at_ms: int
+
+
+class StateTransition(_Event, tag="state.transition"):
+    from_state: str
+    to_state: str
+    reason: str
+
+
+class RequestServed(_Event, tag="request.served"):
+    request_id: str
+    model: str
+    ms: int
+    poe: str
+
+
+class RequestFailed(_Event, tag="request.failed"):
+    request_id: str
+    code: str
+    reason: str
+
+
+Event = Union[StateTransition, RequestServed, RequestFailed]
+
+encoder = msgspec.msgpack.Encoder()
+from_worker = msgspec.msgpack.Decoder(FromWorker)
+to_worker = msgspec.msgpack.Decoder(ToWorker)
+from_heartbeat = msgspec.msgpack.Decoder(FromHeartbeat)
+to_heartbeat = msgspec.msgpack.Decoder(ToHeartbeat)
+control_request = msgspec.msgpack.Decoder(ControlRequest)
+control_reply = msgspec.msgpack.Decoder(ControlReply)
+event = msgspec.msgpack.Decoder(Event)
+
+# Raised by every decoder above on a malformed frame; receivers log and drop.
+DecodeError = msgspec.DecodeError

@@ -1,0 +1,245 @@
+"""Every setting in one place. Precedence: flag > environment > config.toml > default."""
+import ipaddress
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from node.atomic import write_atomic
+from node.errors import ConfigError
+from node.home import Home
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+DEFAULT_COORDINATOR = "https://parallelix.io/api"
+DEFAULT_OLLAMA = "http://127.0.0.1:11434"
+DEFAULT_MODEL = "llama3.2"
+
+ENV_COORDINATOR = "PARALLELIX_COORDINATOR"
+ENV_MODEL = "PARALLELIX_MODEL"
+ENV_NODE_ID = "PARALLELIX_NODE_ID"
+ENV_WORKERS = "PARALLELIX_WORKERS"
+ENV_OLLAMA = "OLLAMA_HOST"
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One Ollama endpoint and how many inference slots (worker processes) it gets."""
+
+    ollama: str
+    slots: int = 1
+    gpu: int | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Home
+    coordinator: str
+    model: str
+    node_id: int | None
+    workers: tuple[WorkerSpec, ...]
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def ollama(self) -> str:
+        """The first Ollama endpoint: the one single-endpoint commands (models, verify) talk to."""
+        return self.workers[0].ollama
+
+    @property
+    def slots(self) -> int:
+        return sum(w.slots for w in self.workers)
+
+
+def parse_ollama_host(value: str | None) -> str:
+    """Normalise an Ollama address by ollama-python's `_parse_host` rules.
+
+    '' -> http://127.0.0.1:11434, ':9' -> http://127.0.0.1:9, 'h' -> http://h:11434,
+    'http://h' -> port 80, 'https://h' -> 443, paths kept, bare IPv6 bracketed. Unlike the
+    client, 0.0.0.0 (a bind-all address an operator often sets for the server) maps to loopback.
+    """
+    value = (value or "").strip()
+    scheme, _, hostport = value.partition("://")
+    if not hostport:
+        scheme, hostport = "http", value
+    elif scheme not in ("http", "https"):
+        raise ConfigError(f"Ollama address {value!r} must use http:// or https://")
+    default_port = {"http": 80, "https": 443}[scheme] if "://" in value else 11434
+    split = urlsplit(f"{scheme}://{hostport}")
+    try:
+        host, port = split.hostname, split.port
+    except ValueError:
+        try:
+            ipaddress.IPv6Address(hostport.strip("[]"))
+            host, port = hostport.strip("[]"), None
+        except ValueError:
+            raise ConfigError(f"Ollama address {value!r} has a bad port") from None
+    host = host or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    path = split.path.rstrip("/")
+    return f"{scheme}://{host}:{port or default_port}{path}"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_coordinator(url: str) -> str:
+    """Accept https:// anywhere and http:// only on loopback, as PROTOCOL.md requires."""
+    split = urlsplit(url.strip())
+    if split.scheme not in ("http", "https") or not split.hostname:
+        raise ConfigError(f"coordinator {url!r} is not an http(s) URL; "
+                          f"use e.g. --coordinator {DEFAULT_COORDINATOR}")
+    if split.scheme == "http" and not is_loopback(split.hostname):
+        raise ConfigError(f"coordinator {url!r} uses plain http on a non-loopback host; "
+                          "use https:// (plain http is only for 127.0.0.1, ::1 and localhost)")
+    return url.strip().rstrip("/")
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}; fix the file or move it aside") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _positive_int(value: Any, what: str) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if isinstance(value, bool) or n < 1 or (isinstance(value, float) and value != n):
+        raise ConfigError(f"{what} must be a positive whole number, not {value!r}")
+    return n
+
+
+def _config_workers(raw: Any, path: Path) -> tuple[WorkerSpec, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{path}: 'workers' must be a list of tables like "
+                          "{ollama = \"http://127.0.0.1:11435\", slots = 1, gpu = 0}")
+    specs = []
+    for i, w in enumerate(raw):
+        if not isinstance(w, dict) or not isinstance(w.get("ollama"), str):
+            raise ConfigError(f"{path}: workers[{i}] needs an 'ollama' address")
+        unknown = set(w) - {"ollama", "slots", "gpu"}
+        if unknown:
+            raise ConfigError(f"{path}: workers[{i}] has unknown keys {sorted(unknown)}")
+        gpu = w.get("gpu")
+        if gpu is not None and (isinstance(gpu, bool) or not isinstance(gpu, int) or gpu < 0):
+            raise ConfigError(f"{path}: workers[{i}].gpu must be a GPU index (0, 1, …)")
+        specs.append(WorkerSpec(parse_ollama_host(w["ollama"]),
+                                _positive_int(w.get("slots", 1), f"{path}: workers[{i}].slots"),
+                                gpu))
+    return tuple(specs)
+
+
+_KNOWN_KEYS = {"coordinator", "ollama", "model", "node_id", "workers"}
+
+
+def load_settings(home: Home, *, coordinator: str | None = None, ollama: tuple[str, ...] = (),
+                  model: str | None = None, node_id: int | None = None,
+                  workers: int | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Resolve every setting from flags (the keyword arguments), environment and config.toml."""
+    env = os.environ if env is None else env
+    cfg = read_config(home.config)
+    unknown = set(cfg) - _KNOWN_KEYS
+    if unknown:
+        raise ConfigError(f"{home.config}: unknown settings {sorted(unknown)}; "
+                          f"known ones are {sorted(_KNOWN_KEYS)}")
+    sources: dict[str, str] = {}
+
+    def pick(name: str, flag: Any, env_name: str, default: Any) -> Any:
+        for source, value in (("flag", flag), ("env", env.get(env_name) or None),
+                              ("config", cfg.get(name)), ("default", default)):
+            if value is not None and value != ():
+                sources[name] = source
+                return value
+        return None
+
+    coord = pick("coordinator", coordinator, ENV_COORDINATOR, DEFAULT_COORDINATOR)
+    if not isinstance(coord, str):
+        raise ConfigError(f"{home.config}: 'coordinator' must be a string URL")
+    mdl = pick("model", model, ENV_MODEL, DEFAULT_MODEL)
+    if not isinstance(mdl, str) or not re.fullmatch(r"[\w./:-]+", mdl):
+        raise ConfigError(f"model name {mdl!r} is not a valid Ollama model name (e.g. llama3.2)")
+    nid = pick("node_id", node_id, ENV_NODE_ID, None)
+    if nid is not None:
+        nid = _positive_int(nid, "the node id")
+    per_endpoint = pick("slots", workers, ENV_WORKERS, None)
+    per_endpoint = None if per_endpoint is None else _positive_int(per_endpoint, "--workers")
+
+    if not ollama and not env.get(ENV_OLLAMA) and "workers" in cfg:
+        sources["ollama"] = "config"
+        specs = _config_workers(cfg["workers"], home.config)
+        if per_endpoint:
+            specs = tuple(WorkerSpec(s.ollama, per_endpoint, s.gpu) for s in specs)
+    else:
+        hosts = pick("ollama", tuple(ollama), ENV_OLLAMA, DEFAULT_OLLAMA)
+        if isinstance(hosts, str):
+            hosts = [hosts]
+        if not isinstance(hosts, (list, tuple)) or not all(isinstance(h, str) for h in hosts):
+            raise ConfigError(f"{home.config}: 'ollama' must be an address or a list of addresses")
+        specs = tuple(WorkerSpec(parse_ollama_host(h), per_endpoint or 1) for h in hosts)
+    return Settings(home=home, coordinator=check_coordinator(coord), model=mdl, node_id=nid,
+                    workers=specs, sources=sources)
+
+
+CONFIG_TEMPLATE = """\
+# parallelix-node settings. A flag beats an environment variable, which beats this file.
+# coordinator = "{coordinator}"      # PARALLELIX_COORDINATOR
+# ollama = "{ollama}"                # OLLAMA_HOST; a list for one Ollama per GPU
+# model = "{model}"                  # PARALLELIX_MODEL
+# node_id = 4231                     # set by `start --node-id N`
+#
+# One Ollama per GPU (see README, "Several GPUs"):
+# [[workers]]
+# ollama = "http://127.0.0.1:11435"
+# slots = 1
+# gpu = 0
+"""
+
+
+def write_default_config(home: Home) -> None:
+    """Write the commented template unless a config.toml already exists."""
+    if not home.config.exists():
+        text = CONFIG_TEMPLATE.format(coordinator=DEFAULT_COORDINATOR, ollama=DEFAULT_OLLAMA,
+                                      model=DEFAULT_MODEL)
+        write_atomic(home.config, text.encode(), mode=0o600)
+
+
+def remember_node_id(home: Home, node_id: int) -> None:
+    """Set `node_id` in config.toml, keeping the operator's other lines and comments."""
+    try:
+        text = home.config.read_text()
+    except FileNotFoundError:
+        text = ""
+    line = f"node_id = {node_id}"
+    pattern = re.compile(r"^node_id\s*=.*$", re.M)
+    if pattern.search(text):
+        text = pattern.sub(line, text, count=1)
+    else:
+        table = re.search(r"^\s*\[", text, re.M)
+        at = table.start() if table else len(text)
+        head = text[:at]
+        if head and not head.endswith("\n"):
+            head += "\n"
+        text = head + line + "\n" + text[at:]
+    write_atomic(home.config, text.encode(), mode=0o600)

@@ -1,0 +1,43 @@
+"""state.json: the node's lifecycle state and what the CLI shows without the daemon.
+
+States (DESIGN.md): FRESH (no key) -> INITED -> ACTIVE; 403 in_cooldown -> COOLING,
+retired -> RETIRED, not_staked -> INITED. Written atomically; a corrupt file reads as
+empty (with the reason) rather than stopping the daemon, since every field can be re-learnt.
+"""
+import json
+from typing import Any
+
+from node.atomic import write_atomic
+from node.home import Home
+
+FRESH, INITED, ACTIVE, COOLING, RETIRED = "FRESH", "INITED", "ACTIVE", "COOLING", "RETIRED"
+STATES = (FRESH, INITED, ACTIVE, COOLING, RETIRED)
+
+# The state a 403 error code moves the node to (PROTOCOL.md, "Stopping on unstake").
+STATE_FOR_403 = {"not_staked": INITED, "in_cooldown": COOLING, "retired": RETIRED}
+
+
+def read_state(home: Home) -> dict[str, Any]:
+    """The saved state, or {} when there is none or it is unreadable."""
+    try:
+        data = json.loads(home.state.read_text())
+    except (FileNotFoundError, ValueError, OSError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def current_state(home: Home, saved: dict[str, Any] | None = None) -> str:
+    """FRESH without a key; otherwise the saved state, INITED by default."""
+    if not home.key.exists():
+        return FRESH
+    state = (read_state(home) if saved is None else saved).get("state")
+    return state if state in STATES and state != FRESH else INITED
+
+
+def update_state(home: Home, **fields: Any) -> dict[str, Any]:
+    """Merge `fields` into state.json atomically and return the new content."""
+    data = read_state(home)
+    data.update(fields)
+    write_atomic(home.state, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(),
+                 mode=0o600)
+    return data

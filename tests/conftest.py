@@ -1,0 +1,58 @@
+"""Shared fixtures: an isolated node home and the CLI run as a real subprocess."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+
+
+def clean_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment a CLI subprocess runs with: no inherited node or Ollama settings."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PARALLELIX_", "OLLAMA_")) and k not in ("HTTP_PROXY", "HTTPS_PROXY")}
+    env["PARALLELIX_HOME"] = str(home)
+    env.update(extra)
+    return env
+
+
+class Cli:
+    """Runs `parallelix-node` as a subprocess against one home folder."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.env = clean_env(home)
+
+    def __call__(self, *args: str, timeout: float = 60, input: str | None = None,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=ROOT,
+                              env={**self.env, **(env or {})}, capture_output=True, text=True,
+                              timeout=timeout, input=input)
+
+    def json(self, *args: str, **kw) -> dict:
+        """Run with --json, require exit 0 and exactly one JSON document on stdout."""
+        r = self(*args, "--json", **kw)
+        assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+        return json.loads(r.stdout)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def cli(home: Path) -> Cli:
+    return Cli(home)
+
+
+def one_error_line(r: subprocess.CompletedProcess) -> str:
+    """Assert a failed command printed exactly one line on stderr and no traceback; return it."""
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    return lines[0]

@@ -1,0 +1,94 @@
+"""Ollama's HTTP API as the node uses it (reference/ollama.md §1-2). No key, no zmq: workers and
+the CLI both import it. Every call has a timeout; every failure is an `OllamaError` with one
+line an operator can act on."""
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 10.0
+
+
+class OllamaError(Exception):
+    """Ollama unreachable, or answered with an error; `status` is the HTTP status (0 if none)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def session() -> requests.Session:
+    """A session that ignores HTTP(S)_PROXY: a proxy must never sit between us and local Ollama."""
+    s = requests.Session()
+    s.trust_env = False
+    return s
+
+
+def _error_text(resp: requests.Response) -> str:
+    try:
+        body = resp.json()
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            return body["error"]
+    except ValueError:
+        pass
+    return resp.text.strip()[:200] or resp.reason or "no detail"
+
+
+def get_json(base: str, path: str, http: requests.Session | None = None,
+             timeout: float = READ_TIMEOUT) -> Any:
+    """GET base+path and return its JSON body, or raise OllamaError."""
+    http = http or session()
+    try:
+        resp = http.get(base + path, timeout=(CONNECT_TIMEOUT, timeout))
+    except requests.ConnectionError:
+        raise OllamaError(f"Ollama is not reachable at {base}; start it with: ollama serve") from None
+    except requests.Timeout:
+        raise OllamaError(f"Ollama at {base} did not answer within {timeout:.0f} s") from None
+    if resp.status_code != 200:
+        raise OllamaError(f"Ollama at {base} answered {resp.status_code}: {_error_text(resp)}",
+                          resp.status_code)
+    try:
+        return resp.json()
+    except ValueError:
+        raise OllamaError(f"Ollama at {base} sent a body that is not JSON on {path}") from None
+
+
+def get_version(base: str, http: requests.Session | None = None) -> str:
+    body = get_json(base, "/api/version", http)
+    if not isinstance(body, dict) or not isinstance(body.get("version"), str):
+        raise OllamaError(f"Ollama at {base} sent an unexpected /api/version answer")
+    return body["version"]
+
+
+def list_models(base: str, http: requests.Session | None = None) -> list[dict[str, Any]]:
+    """Local models from /api/tags; cloud stubs (`remote_host`) are skipped: they cannot run here."""
+    body = get_json(base, "/api/tags", http)
+    models = body.get("models") if isinstance(body, dict) else None
+    if not isinstance(models, list):
+        raise OllamaError(f"Ollama at {base} sent an unexpected /api/tags answer")
+    return [m for m in models
+            if isinstance(m, dict) and isinstance(m.get("name"), str) and not m.get("remote_host")]
+
+
+def has_model(models: list[dict[str, Any]], name: str) -> bool:
+    """Whether `name` is among `models`, with Ollama's rule that a missing tag means :latest."""
+    want = name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
+    return any(m["name"] in (name, want) for m in models)
+
+
+def iter_ndjson(resp: requests.Response) -> Iterator[dict[str, Any]]:
+    """Yield each NDJSON object; an in-stream `{"error": …}` line raises OllamaError."""
+    for line in resp.iter_lines():
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            raise OllamaError("Ollama sent a line that is not JSON") from None
+        if not isinstance(obj, dict):
+            raise OllamaError("Ollama sent a line that is not a JSON object")
+        if "error" in obj:
+            raise OllamaError(str(obj["error"]), resp.status_code)
+        yield obj
