@@ -17,6 +17,7 @@ COMMANDS = {
     "status": "Show the node's identity and state.",
     "logs": "Show or follow the node log.",
     "version": "Show version information.",
+    "service": "Install, remove or inspect the background service.",
 }
 
 

@@ -1,0 +1,175 @@
+"""HTTP client for the coordinator (PROTOCOL.md). Blocking calls: the supervisor runs them off
+its event loop, the heartbeat process in its own loop. Every answer is classified into one of
+a few outcomes the callers act on, so no caller parses status codes itself."""
+import email.utils
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from node.identity import Signer
+from node.version import cli_version
+
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 15.0
+
+
+class CoordinatorError(Exception):
+    """No usable answer: connection error, timeout, 5xx, or a body we cannot read. Retry later."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Denied(Exception):
+    """403 or 404 from the coordinator: this node must stop (PROTOCOL.md, "Stopping on unstake")."""
+
+    def __init__(self, status: int, code: str, detail: str = "") -> None:
+        super().__init__(f"{code}" + (f": {detail}" if detail else ""))
+        self.status, self.code, self.detail = status, code, detail
+
+
+class Rejected(Exception):
+    """A 4xx other than 403/404 (bad_request, bad_signature, bad_poe): a node bug, never retried."""
+
+    def __init__(self, status: int, code: str, detail: str = "") -> None:
+        super().__init__(f"{status} {code}" + (f": {detail}" if detail else ""))
+        self.status, self.code, self.detail = status, code, detail
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    chain_id: int | None
+    contracts: dict[str, str]
+    version: str | None
+    latency_ms: int
+    server_time_ms: int | None  # from the Date header, for the clock-skew check
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _error_fields(resp: requests.Response) -> tuple[str, str]:
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        detail = body.get("detail")
+        return body["error"], detail if isinstance(detail, str) else ""
+    return f"http_{resp.status_code}", resp.text.strip()[:200]
+
+
+class Coordinator:
+    """One coordinator base URL and a pooled HTTP session (one per thread that uses it)."""
+
+    def __init__(self, base_url: str, timeout: float = READ_TIMEOUT) -> None:
+        self.base = base_url.rstrip("/")
+        self.timeout = timeout
+        self.http = requests.Session()
+        self.http.headers["User-Agent"] = f"parallelix-node/{cli_version()}"
+
+    def _call(self, method: str, path: str, *, json: Any = None, params: dict | None = None,
+              headers: dict | None = None, read_timeout: float | None = None) -> Answer:
+        """Send one request and classify the answer (raises CoordinatorError/Denied/Rejected)."""
+        try:
+            resp = self.http.request(method, self.base + path, json=json, params=params,
+                                     headers=headers,
+                                     timeout=(CONNECT_TIMEOUT, read_timeout or self.timeout))
+        except requests.Timeout:
+            raise CoordinatorError(f"coordinator {self.base} timed out on {path}") from None
+        except requests.RequestException as e:
+            raise CoordinatorError(f"coordinator {self.base} unreachable on {path} "
+                                   f"({type(e).__name__})") from None
+        status = resp.status_code
+        if status in (200, 201):
+            try:
+                body = resp.json()
+            except ValueError:
+                raise CoordinatorError(f"coordinator sent a body that is not JSON on {path}",
+                                       status) from None
+            if not isinstance(body, dict):
+                raise CoordinatorError(f"coordinator sent a non-object body on {path}", status)
+            return Answer(status, body)
+        if status == 204:
+            return Answer(status)
+        code, detail = _error_fields(resp)
+        if status in (403, 404) and path.startswith("/operator/"):
+            raise Denied(status, code, detail)
+        if status in (409, 410):
+            return Answer(status, {"error": code, "detail": detail})
+        if 400 <= status < 500 and status not in (408, 429):
+            raise Rejected(status, code, detail)
+        raise CoordinatorError(f"coordinator answered {status} {code} on {path}", status)
+
+    def network(self) -> NetworkInfo:
+        """GET /network: public and unsigned; also yields latency and the server's clock."""
+        started = time.monotonic()
+        try:
+            resp = self.http.get(self.base + "/network", timeout=(CONNECT_TIMEOUT, self.timeout))
+        except requests.RequestException as e:
+            raise CoordinatorError(f"coordinator {self.base} unreachable "
+                                   f"({type(e).__name__})") from None
+        latency = int((time.monotonic() - started) * 1000)
+        if resp.status_code != 200:
+            raise CoordinatorError(f"coordinator {self.base}/network answered {resp.status_code}",
+                                   resp.status_code)
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise CoordinatorError(f"coordinator {self.base}/network sent no JSON object")
+        contracts = body.get("contracts")
+        contracts = {k: v for k, v in contracts.items() if isinstance(v, str)} \
+            if isinstance(contracts, dict) else {}
+        chain = body.get("chainId")
+        version = body.get("version")
+        server_ms = None
+        date = resp.headers.get("Date")
+        if date:
+            try:
+                server_ms = int(email.utils.parsedate_to_datetime(date).timestamp() * 1000)
+            except (TypeError, ValueError):
+                server_ms = None
+        return NetworkInfo(chain if isinstance(chain, int) and not isinstance(chain, bool) else None,
+                           contracts, version if isinstance(version, str) else None,
+                           latency, server_ms)
+
+    # --- signed operator endpoints -----------------------------------------------------
+
+    def attach(self, signer: Signer, node_id: int, manifest: dict[str, Any],
+               manifest_hash: str) -> Answer:
+        ts = now_ms()
+        return self._call("POST", "/operator/attach", json={
+            "nodeId": node_id, "address": signer.address, "timestamp": ts, "manifest": manifest,
+            "signature": signer.sign(f"parallelix-node:attach:{node_id}:{ts}:{manifest_hash}")})
+
+    def heartbeat(self, signer: Signer, node_id: int, seq: int, load: dict[str, int]) -> Answer:
+        ts = now_ms()
+        return self._call("POST", "/operator/heartbeat", json={
+            "nodeId": node_id, "timestamp": ts, "seq": seq, "load": load,
+            "signature": signer.sign(f"parallelix-node:heartbeat:{node_id}:{ts}")})
+
+    def inbox(self, signer: Signer, node_id: int, wait_ms: int) -> Answer:
+        ts = now_ms()
+        params = {"nodeId": node_id}
+        if wait_ms > 0:
+            params["waitMs"] = wait_ms
+        return self._call("GET", "/operator/inbox", params=params, headers={
+            "X-Parallelix-Timestamp": str(ts),
+            "X-Parallelix-Signature": signer.sign(f"parallelix-node:inbox:{node_id}:{ts}")},
+            read_timeout=self.timeout + wait_ms / 1000)
+
+    def post_result(self, body: dict[str, Any]) -> Answer:
+        """POST an already signed result or failure report (signed once, posted many times)."""
+        return self._call("POST", "/operator/result", json=body)
