@@ -92,3 +92,37 @@ def iter_ndjson(resp: requests.Response) -> Iterator[dict[str, Any]]:
         if "error" in obj:
             raise OllamaError(str(obj["error"]), resp.status_code)
         yield obj
+
+
+PULL_READ_TIMEOUT = 60.0  # Ollama sends pull progress every ~60 ms; a minute of silence is a stall
+
+
+def pull(base: str, name: str, http: requests.Session | None = None) -> Iterator[dict[str, Any]]:
+    """Stream `POST /api/pull` for `name`, yielding each progress object up to and including
+    `{"status": "success"}`. Raises OllamaError on an HTTP error, an in-stream `{"error": …}`
+    line, a stall, or a stream that ends without `success` (reference/ollama.md §1)."""
+    http = http or session()
+    try:
+        resp = http.post(base + "/api/pull", json={"model": name, "stream": True}, stream=True,
+                         timeout=(CONNECT_TIMEOUT, PULL_READ_TIMEOUT))
+    except requests.ConnectionError:
+        raise OllamaError(f"Ollama is not reachable at {base}; start it with: ollama serve") from None
+    except requests.Timeout:
+        raise OllamaError(f"Ollama at {base} did not start the pull of {name} "
+                          f"within {PULL_READ_TIMEOUT:.0f} s") from None
+    with resp:
+        if resp.status_code != 200:
+            raise OllamaError(f"pulling {name} failed: Ollama answered {resp.status_code}: "
+                              f"{_error_text(resp)}", resp.status_code)
+        try:
+            for obj in iter_ndjson(resp):
+                yield obj
+                if obj.get("status") == "success":
+                    return
+        except OllamaError as e:
+            raise OllamaError(f"pulling {name} failed: {e}", e.status) from None
+        except requests.RequestException as e:
+            raise OllamaError(f"pulling {name} failed: the stream from Ollama at {base} broke "
+                              f"or stalled for {PULL_READ_TIMEOUT:.0f} s ({type(e).__name__})") from None
+    raise OllamaError(f"pulling {name} failed: Ollama closed the stream before 'success'; "
+                      "run the pull again (it resumes)")
