@@ -1,0 +1,47 @@
+"""The settings flags (--coordinator, --ollama, --model) shared by the commands that talk to
+Ollama or the coordinator, and the one call that turns them into `Settings`.
+
+Cheap to import: no requests, no eth-account, no zmq (status uses it)."""
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from node.home import Home
+
+
+def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --coordinator, --ollama (repeatable) and --model; the command receives them as
+    keyword arguments `coordinator`, `ollama` (tuple) and `model`, for `load_from_flags`."""
+
+    @click.option("--coordinator", metavar="URL", default=None,
+                  help="Coordinator base URL [env PARALLELIX_COORDINATOR].")
+    @click.option("--ollama", metavar="URL", multiple=True,
+                  help="Ollama address; repeat for one Ollama per GPU [env OLLAMA_HOST].")
+    @click.option("--model", metavar="NAME", default=None,
+                  help="Model to serve [env PARALLELIX_MODEL; default llama3.2].")
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def load_from_flags(home: Home, coordinator: str | None, ollama: tuple[str, ...],
+                    model: str | None):
+    """`load_settings` with the flags of `settings_options` (flag > env > config.toml > default)."""
+    from node.settings import load_settings
+    return load_settings(home, coordinator=coordinator, ollama=tuple(ollama), model=model)
+
+
+def human_bytes(n: int | float | None) -> str:
+    """1536 -> '1.5 KiB'; None -> '?'."""
+    if n is None:
+        return "?"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"

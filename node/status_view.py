@@ -1,0 +1,83 @@
+"""What `status` shows without the daemon, and how it is printed.
+
+`offline_status` reads only state.json and the settings (never the key: only the signing
+process reads it) and does no probing, so `status` starts fast. The daemon's live answer
+(node.livestatus) is merged over this document by the command: `{**offline, **live, "live": True}`.
+"""
+from typing import Any
+
+from node.home import Home
+from node.state import FRESH, current_state, read_state
+
+# Offline fields, in the order the plain renderer prints them.
+_FIELDS = ("state", "address", "nodeKeyHash", "nodeId", "tier", "coordinator", "ollama", "model",
+           "network", "home", "log", "live")
+
+
+def offline_status(home: Home, settings: Any) -> dict[str, Any]:
+    """The node as its files describe it: identity and state from state.json (written by init,
+    verify and the daemon), nodeId/coordinator/Ollama/model from the settings, contract
+    addresses from the cached /network answer (written by verify and the daemon)."""
+    saved = read_state(home)
+    tier = saved.get("tier")
+    network = saved.get("network") if isinstance(saved.get("network"), dict) else None
+    address = saved.get("address") if isinstance(saved.get("address"), str) else None
+    key_hash = saved.get("nodeKeyHash") if isinstance(saved.get("nodeKeyHash"), str) else None
+    return {
+        "state": current_state(home, saved),
+        "address": address,
+        "nodeKeyHash": key_hash,
+        "nodeId": settings.node_id,
+        "tier": tier if isinstance(tier, int) and not isinstance(tier, bool) else None,
+        "coordinator": settings.coordinator,
+        "ollama": [w.ollama for w in settings.workers],
+        "model": settings.model,
+        "network": network,
+        "home": str(home.root),
+        "log": str(home.log),
+    }
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items()) or "-"
+    return "-" if value is None else str(value)
+
+
+def render_status(doc: dict[str, Any]) -> list[str]:
+    """The plain `status` lines for a document from `offline_status` (maybe merged with live)."""
+    rows: list[tuple[str, str]] = [("state", doc.get("state") or "-")]
+    if doc.get("state") == FRESH:
+        rows.append(("", "no node key yet: run parallelix-node init"))
+    else:
+        rows.append(("address", doc.get("address") or "unknown (run parallelix-node verify "
+                                                       "to record it)"))
+        rows.append(("nodeKeyHash", doc.get("nodeKeyHash") or "unknown"))
+    rows.append(("nodeId", _fmt(doc.get("nodeId")) if doc.get("nodeId") is not None
+                 else "not set (parallelix-node start --node-id N sets it)"))
+    rows.append(("tier", _fmt(doc.get("tier")) if doc.get("tier") is not None
+                 else "unknown (run parallelix-node probe)"))
+    rows.append(("coordinator", _fmt(doc.get("coordinator"))))
+    rows.append(("ollama", _fmt(doc.get("ollama"))))
+    rows.append(("model", _fmt(doc.get("model"))))
+    network = doc.get("network")
+    if isinstance(network, dict):
+        contracts = network.get("contracts") if isinstance(network.get("contracts"), dict) else {}
+        rows.append(("chainId", _fmt(network.get("chainId"))))
+        for name, addr in contracts.items():
+            rows.append((name, _fmt(addr)))
+        source = network.get("coordinator")
+        if source and source != doc.get("coordinator"):
+            rows.append(("", f"(contracts cached from {source}, not the configured coordinator; "
+                             "run parallelix-node verify)"))
+    else:
+        rows.append(("contracts", "unknown (run parallelix-node verify to fetch them)"))
+    rows.append(("daemon", "running" if doc.get("live") else "not running (or not answering)"))
+    for key, value in doc.items():  # live fields this renderer does not know yet
+        if key not in _FIELDS:
+            rows.append((key, _fmt(value)))
+    rows.append(("home", _fmt(doc.get("home"))))
+    width = max(len(k) for k, _ in rows)
+    return [f"{k:<{width}}  {v}" if k else f"{'':<{width}}  {v}" for k, v in rows]
