@@ -72,10 +72,15 @@ def list_models(base: str, http: requests.Session | None = None) -> list[dict[st
             if isinstance(m, dict) and isinstance(m.get("name"), str) and not m.get("remote_host")]
 
 
-def has_model(models: list[dict[str, Any]], name: str) -> bool:
-    """Whether `name` is among `models`, with Ollama's rule that a missing tag means :latest."""
+def find_model(models: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    """The entry of `models` for `name`, with Ollama's rule that a missing tag means :latest."""
     want = name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
-    return any(m["name"] in (name, want) for m in models)
+    return next((m for m in models if m["name"] in (name, want)), None)
+
+
+def has_model(models: list[dict[str, Any]], name: str) -> bool:
+    """Whether `name` is among `models` (see `find_model`)."""
+    return find_model(models, name) is not None
 
 
 def iter_ndjson(resp: requests.Response) -> Iterator[dict[str, Any]]:
