@@ -2,6 +2,7 @@
 its event loop, the heartbeat process in its own loop. Every answer is classified into one of
 a few outcomes the callers act on, so no caller parses status codes itself."""
 import email.utils
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,13 +71,21 @@ def _error_fields(resp: requests.Response) -> tuple[str, str]:
 
 
 class Coordinator:
-    """One coordinator base URL and a pooled HTTP session (one per thread that uses it)."""
+    """One coordinator base URL; a pooled HTTP session per thread (requests.Session is not
+    thread-safe, and the supervisor polls and posts results from several threads)."""
 
     def __init__(self, base_url: str, timeout: float = READ_TIMEOUT) -> None:
         self.base = base_url.rstrip("/")
         self.timeout = timeout
-        self.http = requests.Session()
-        self.http.headers["User-Agent"] = f"parallelix-node/{cli_version()}"
+        self._local = threading.local()
+
+    @property
+    def http(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.headers["User-Agent"] = f"parallelix-node/{cli_version()}"
+        return session
 
     def _call(self, method: str, path: str, *, json: Any = None, params: dict | None = None,
               headers: dict | None = None, read_timeout: float | None = None) -> Answer:

@@ -1,0 +1,128 @@
+"""The heartbeat process: proves liveness to the coordinator every interval, whatever the load.
+
+Its own process with its own tiny loop, so inference never delays a beat. It receives the
+signing key once, on stdin (a pipe from the supervisor), never over a socket. It beats only
+while the supervisor shows signs of life (a Load message at least every three intervals),
+and exits with it: the coordinator must never see online a node that cannot serve."""
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+
+import zmq
+
+from ipc import messages as m
+from node import procs
+from node.coordinator import Coordinator, CoordinatorError, Denied, Rejected, now_ms
+from node.identity import Signer
+
+log = logging.getLogger("parallelix.heartbeat")
+
+SILENCE_LIMIT = 3        # supervisor intervals of silence before beats stop
+BEAT_TIMEOUT = 5.0       # one POST may take this long; retries fit inside the interval
+
+
+class HeartbeatLoop:
+    def __init__(self, signer: Signer, node_id: int, coordinator: str, interval: float,
+                 sock: zmq.Socket) -> None:
+        self.signer, self.node_id, self.interval, self.sock = signer, node_id, interval, sock
+        self.coord = Coordinator(coordinator, timeout=BEAT_TIMEOUT)
+        self.load = m.Load(busy=0, slots=0, served=0)
+        self.last_supervisor = time.monotonic()
+        self.seq = 0
+
+    def run(self) -> None:
+        next_beat = time.monotonic()
+        while True:
+            self._drain(max(0.0, next_beat - time.monotonic()))
+            now = time.monotonic()
+            if now < next_beat:
+                continue
+            next_beat = max(next_beat + self.interval, now + self.interval / 2)
+            if now - self.last_supervisor > SILENCE_LIMIT * self.interval:
+                log.warning("heartbeat.paused: supervisor silent for %.0fs",
+                            now - self.last_supervisor)
+                continue
+            self._beat(next_beat)
+
+    def _drain(self, timeout: float) -> None:
+        """Wait up to `timeout` for supervisor messages and take them all."""
+        if not self.sock.poll(int(timeout * 1000)):
+            return
+        while True:
+            try:
+                payload = self.sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = m.to_heartbeat.decode(payload)
+            except m.DecodeError as e:
+                log.warning("heartbeat.malformed reason=%s: dropped", e)
+                continue
+            self.last_supervisor = time.monotonic()
+            if isinstance(msg, m.StopHeartbeat):
+                raise SystemExit(0)
+            self.load = msg
+
+    def _beat(self, next_beat: float) -> None:
+        """One heartbeat; a failure is retried with a short backoff until the next is due."""
+        self.seq += 1
+        load = {"busy": self.load.busy, "slots": self.load.slots, "served": self.load.served}
+        delay = 0.5
+        while True:
+            try:
+                self.coord.heartbeat(self.signer, self.node_id, self.seq, load)
+                self._report(m.BeatResult(seq=self.seq, ok=True, status=200, at_ms=now_ms()))
+                return
+            except Denied as e:
+                self._report(m.Denied(status=e.status, code=e.code, detail=e.detail))
+                return
+            except (CoordinatorError, Rejected) as e:
+                status = getattr(e, "status", 0)
+                self._report(m.BeatResult(seq=self.seq, ok=False, status=status,
+                                          at_ms=now_ms(), error=str(e)[:200]))
+                if isinstance(e, Rejected) or time.monotonic() + delay >= next_beat:
+                    return
+            self._drain(delay)
+            delay = min(delay * 2, 4.0)
+
+    def _report(self, msg: m.BeatResult | m.Denied) -> None:
+        try:
+            self.sock.send(m.encoder.encode(msg), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="parallelix-node heartbeat")
+    parser.add_argument("--node-id", type=int, required=True)
+    parser.add_argument("--coordinator", required=True)
+    parser.add_argument("--connect", required=True)
+    parser.add_argument("--interval-ms", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s heartbeat %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor decides
+    procs.die_with_parent(args.parent_pid, lambda: os._exit(0))
+    secret = bytes.fromhex(sys.stdin.readline().strip())
+    sys.stdin.close()
+    signer = Signer(secret)
+    del secret
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PAIR)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, m.MAX_SMALL_MESSAGE)
+    sock.connect(args.connect)
+    try:
+        HeartbeatLoop(signer, args.node_id, args.coordinator, args.interval_ms / 1000, sock).run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ctx.destroy(linger=0)
+
+
+if __name__ == "__main__":
+    main()

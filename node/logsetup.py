@@ -1,0 +1,61 @@
+"""The daemon's log: one writer (the supervisor), `node.log` rotated by size, plus the console.
+
+Lines read `<UTC time> <LEVEL> <event> key=value …`, e.g. `served req_a3f1 model=llama3.2
+ms=47 poe=0x…`; with `--json` every event is also one JSON object per line on stdout."""
+import json
+import logging
+import logging.handlers
+import sys
+import time
+from pathlib import Path
+
+LOG_BYTES = 10 * 1024 * 1024
+LOG_BACKUPS = 5
+
+
+class _UtcFormatter(logging.Formatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + \
+            f".{int(record.msecs):03d}Z"
+
+
+def event_fields(message: str) -> dict[str, str]:
+    """Split `event word key=value …` into {"event": "event word", key: value, …}."""
+    words, fields = [], {}
+    for token in message.split(" "):
+        key, sep, value = token.partition("=")
+        if sep and key.isidentifier():
+            fields[key] = value
+        elif fields:
+            last = next(reversed(fields))
+            fields[last] += " " + token
+        else:
+            words.append(token)
+    return {"event": " ".join(words), **fields}
+
+
+class JsonLineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"ts": int(record.created * 1000), "level": record.levelname.lower(),
+               **event_fields(record.getMessage())}
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def setup_logging(log_path: Path, as_json: bool, debug: bool = False) -> None:
+    """Log to node.log (rotated) and to the console: stderr text, or JSON lines on stdout."""
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    file_handler = logging.handlers.RotatingFileHandler(log_path, maxBytes=LOG_BYTES,
+                                                        backupCount=LOG_BACKUPS, encoding="utf-8")
+    file_handler.setFormatter(_UtcFormatter("%(asctime)s %(levelname)s %(message)s"))
+    root.addHandler(file_handler)
+    if as_json:
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(JsonLineFormatter())
+    else:
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(_UtcFormatter("%(asctime)s %(message)s"))
+    root.addHandler(console)
+    for noisy in ("urllib3", "requests"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

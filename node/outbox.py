@@ -1,0 +1,68 @@
+"""Signed results not yet acknowledged, one file per request, so none is lost to a crash.
+
+A body is written atomically before its first post and removed only when the coordinator
+answers 200, 409 or 410. A 400 means a node bug: the file moves to `outbox/rejected/`,
+kept for a human, never retried."""
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from node.atomic import write_atomic
+
+log = logging.getLogger("parallelix.outbox")
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class Outbox:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.rejected = folder / "rejected"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def _path(self, request_id: str) -> Path:
+        name = _SAFE.sub("_", request_id)[:120]
+        return self.folder / f"{name}.json"
+
+    def put(self, body: dict[str, Any]) -> Path:
+        """Persist a signed body (durable when this returns)."""
+        path = self._path(body["requestId"])
+        write_atomic(path, json.dumps(body, ensure_ascii=False).encode("utf-8"), mode=0o600)
+        return path
+
+    def remove(self, request_id: str) -> None:
+        try:
+            os.unlink(self._path(request_id))
+        except FileNotFoundError:
+            pass
+
+    def reject(self, request_id: str) -> Path:
+        """Move a body the coordinator refused as malformed aside, for a human to look at."""
+        self.rejected.mkdir(mode=0o700, exist_ok=True)
+        src = self._path(request_id)
+        dst = self.rejected / src.name
+        os.replace(src, dst)
+        return dst
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Bodies left from earlier runs, oldest first; unreadable files are set aside."""
+        bodies = []
+        paths = sorted(self.folder.glob("*.json"), key=lambda p: p.stat().st_mtime)
+        for path in paths:
+            try:
+                body = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(body, dict) or not isinstance(body.get("requestId"), str):
+                    raise ValueError("no requestId")
+            except (ValueError, OSError) as e:
+                self.rejected.mkdir(mode=0o700, exist_ok=True)
+                os.replace(path, self.rejected / path.name)
+                log.error("outbox.unreadable file=%s reason=%s moved=rejected/", path.name, e)
+                continue
+            bodies.append(body)
+        return bodies
+
+    def depth(self) -> int:
+        return sum(1 for _ in self.folder.glob("*.json"))

@@ -1,0 +1,87 @@
+"""The inference worker processes: one slot per process, each bound to one Ollama endpoint.
+
+Two liveness questions (anchors §8.3): is the process alive (poll each tick) and is it
+making progress (a Ping answered within PING_TIMEOUT, a job not far past its deadline)."""
+import logging
+import random
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+
+from node import procs
+from node.settings import WorkerSpec
+
+log = logging.getLogger("parallelix.pool")
+
+PING_EVERY = 2.0          # seconds between pings to each worker
+PING_TIMEOUT = 10.0       # no Pong for this long: the worker hangs
+READY_TIMEOUT = 15.0      # a new worker must say Ready within this (imports are slow on 2 cores)
+KILL_GRACE = 2.0          # TERM -> KILL
+BACKOFF_MAX = 60.0        # respawn backoff cap: the guard against restart loops
+
+
+@dataclass
+class Slot:
+    """One worker process slot; the process in it is replaced when it dies or hangs."""
+
+    name: str
+    spec: WorkerSpec
+    proc: subprocess.Popen | None = None
+    ready: bool = False
+    job: int = 0                       # job number in progress, 0 when idle
+    spawned_at: float = 0.0
+    last_seen: float = 0.0             # monotonic time of the last message from the worker
+    last_ping: float = 0.0
+    restarts: int = 0
+    failures_in_row: int = 0
+    respawn_at: float = 0.0
+    retiring: bool = False             # removed by a reload: not respawned
+    served: int = 0
+    failed: int = 0
+
+    @property
+    def identity(self) -> bytes:
+        return self.name.encode()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def idle(self) -> bool:
+        return self.ready and self.job == 0 and not self.retiring
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def spawn_worker(slot: Slot, work_endpoint: str, parent_pid: int) -> None:
+    slot.proc = procs.spawn("workers.inference", [
+        "--slot", slot.name, "--endpoint", slot.spec.ollama, "--connect", work_endpoint,
+        "--parent-pid", str(parent_pid)])
+    slot.ready, slot.job = False, 0
+    slot.spawned_at = slot.last_seen = time.monotonic()
+    log.info("worker.spawned slot=%s pid=%s ollama=%s", slot.name, slot.pid, slot.spec.ollama)
+
+
+def schedule_respawn(slot: Slot, reason: str) -> None:
+    """Back off 1, 2, 4 … 60 s (with jitter) while a slot keeps failing young."""
+    now = time.monotonic()
+    young = now - slot.spawned_at < 30.0
+    slot.failures_in_row = slot.failures_in_row + 1 if young else 1
+    delay = min(BACKOFF_MAX, 2.0 ** (slot.failures_in_row - 1)) * random.uniform(0.8, 1.2)
+    slot.respawn_at = now + delay
+    slot.restarts += 1
+    slot.proc, slot.ready, slot.job = None, False, 0
+    level = logging.ERROR if slot.failures_in_row >= 5 else logging.WARNING
+    log.log(level, "worker.replaced slot=%s reason=%s respawn_in=%.1fs restarts=%d",
+            slot.name, reason, delay, slot.restarts)
+
+
+def exit_reason(proc: subprocess.Popen) -> str:
+    code = proc.returncode
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        return f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+    return f"exited with status {code}"

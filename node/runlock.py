@@ -1,0 +1,67 @@
+"""One daemon per home: an flock'ed pid file under <home>/run/.
+
+A lock (not just a pid) is what makes this safe: the kernel drops it when the holder dies,
+so a pid file or socket left by a crash is stale by construction and simply replaced."""
+import fcntl
+import os
+from pathlib import Path
+
+from node.errors import ConfigError
+from node.home import Home, make_private_dir
+
+
+class RunLock:
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.path = home.run / "node.pid"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        make_private_dir(self.home.run)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(f"a parallelix-node daemon (pid {other}) already runs for "
+                              f"{self.home.root}; see `parallelix-node status`, or stop it first")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            os.close(self._fd)
+            self._fd = None
+
+
+def running_pid(home: Home) -> int | None:
+    """The pid of the live daemon for `home`, or None (a stale pid file is not a daemon)."""
+    path = home.run / "node.pid"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else None
+        return None
+    finally:
+        os.close(fd)
+
+
+def clear_stale_sockets(folder: Path) -> None:
+    """Remove sockets a crashed daemon left behind (only ever called while holding the lock)."""
+    for name in ("work.sock", "heartbeat.sock", "control.sock", "events.sock"):
+        try:
+            os.unlink(folder / name)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,776 @@
+"""The supervisor: the one process that holds the key and talks to the coordinator.
+
+One asyncio loop in one thread owns every ZeroMQ socket (anchors §8.1). Blocking HTTP runs
+in short-lived threads so nothing stalls the loop; results come back to it. Per request:
+poll -> dispatch to an idle worker (READY credit) -> text back -> PoE -> sign -> outbox ->
+post -> delete. Liveness (heartbeat process), worker supervision, signals and the control
+socket hang off the same loop: a 0.5 s tick reaps, pings, expires and feeds the watchdog.
+"""
+import asyncio
+import collections
+import logging
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+import zmq
+import zmq.asyncio
+
+from ipc import messages as m
+from node import pool, procs, sdnotify
+from node.coordinator import Coordinator, CoordinatorError, Denied, Rejected, now_ms
+from node.errors import NodeError
+from node.home import Home, make_private_dir
+from node.identity import Signer, node_key_hash
+from node.inbox import InboxRequest, Malformed, parse_inbox
+from node.manifest import manifest_hash
+from node.outbox import Outbox
+from node.results import signed_failure, signed_success
+from node.runlock import RunLock, clear_stale_sockets
+from node.settings import Settings
+from node.state import ACTIVE, STATE_FOR_403, current_state, update_state
+from node.version import cli_version
+
+log = logging.getLogger("parallelix.supervisor")
+T = TypeVar("T")
+
+TICK = 0.5
+LONG_POLL_MS = 10_000
+DEADLINE_GRACE = 15.0       # a job this far past its deadline means its worker hangs
+LOST_JOB_GRACE = 1.0        # wait for a dead worker's last message before retrying its job
+MAX_ATTEMPTS = 2            # a request is tried on at most two workers, then reported failed
+EXIT_OK, EXIT_FAILURE, EXIT_IDENTITY = 0, 1, 3
+STOPPING_CODES = ("not_staked", "in_cooldown", "retired")
+
+
+def run_blocking(fn: Callable[..., T], *args: Any) -> "asyncio.Future[T]":
+    """Run a blocking call in a daemon thread (never joined at exit, unlike an executor's)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future = loop.create_future()
+
+    def settle(setter: Callable[[Any], None], value: Any) -> None:
+        if not fut.done():
+            setter(value)
+
+    def target() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as e:  # handed to the awaiting task, which decides
+            outcome = (fut.set_exception, e)
+        else:
+            outcome = (fut.set_result, result)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:
+            pass  # the loop is gone: the daemon is exiting
+
+    threading.Thread(target=target, daemon=True).start()
+    return fut
+
+
+@dataclass
+class Inflight:
+    req: InboxRequest
+    job: int
+    slot: pool.Slot
+    attempt: int
+    started: float
+    lost_at: float | None = None
+
+
+@dataclass(frozen=True)
+class NodeRun:
+    """Everything `start` resolved before the loop begins."""
+    settings: Settings
+    node_id: int
+    signer: Signer
+    secret: bytes
+    manifest: dict[str, Any]
+    tier: int
+    cpu_only: bool
+    graceful_timeout: float
+    reload: Callable[[], Settings]   # re-resolves settings with the same flags (SIGHUP)
+
+
+class Supervisor:
+    def __init__(self, run: NodeRun) -> None:
+        self.run_cfg = run
+        self.home: Home = run.settings.home
+        self.node_id = run.node_id
+        self.signer = run.signer
+        self.coord = Coordinator(run.settings.coordinator)
+        self.outbox = Outbox(self.home.outbox)
+        self.lock = RunLock(self.home)
+        self.slots: list[pool.Slot] = []
+        self.slot_counter = 0
+        self.jobs: dict[int, Inflight] = {}
+        self.pending: collections.deque[tuple[InboxRequest, int]] = collections.deque()
+        self.job_counter = 0
+        self.reserved = 0                      # inbox polls in flight, each holding a slot
+        self.served = 0
+        self.failed = 0
+        self.state = current_state(self.home)
+        self.heartbeat_interval = 10.0
+        self.poll_interval = 1.0
+        self.hb_proc: subprocess.Popen | None = None
+        self.hb_respawn_at = 0.0
+        self.last_beat_ack: int | None = None
+        self.started = time.monotonic()
+        self.exit_code = EXIT_OK
+        self.stopping = False
+        self.quick = False
+        self.tasks: set[asyncio.Task] = set()
+        self.deliveries: set[asyncio.Task] = set()
+        self.signals: asyncio.Queue[int] = asyncio.Queue()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Attach, serve until stopped, and return the exit status (DESIGN.md)."""
+        self.lock.acquire()
+        try:
+            self._open_sockets()
+            try:
+                return await self._serve()
+            finally:
+                self._close_sockets()
+        finally:
+            self.lock.release()
+
+    async def _serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self.signals.put_nowait, sig)
+        self.capacity = asyncio.Condition()
+        self.stopped = asyncio.Event()
+        for body in self.outbox.pending():
+            log.info("outbox.resend request=%s", body["requestId"])
+            self._deliver_later(body)
+        self.slots = self._new_slots(self.run_cfg.settings)
+        for slot in self.slots:
+            pool.spawn_worker(slot, self.work_endpoint, os.getpid())
+        for coro in (self._recv_work(), self._recv_heartbeat(), self._recv_control(),
+                     self._handle_signals(), self._tick()):
+            self._task(coro)
+        await self._wait_workers_ready()
+        if not self.stopping and await self._attach():
+            self._spawn_heartbeat()
+            sdnotify.notify(f"READY=1\nSTATUS=serving as node {self.node_id}, "
+                            f"{len(self.slots)} workers")
+            for _ in self.slots:
+                self._task(self._intake())
+        else:
+            self._begin_stop(quick=True)
+        await self.stopped.wait()
+        await self._shutdown()
+        return self.exit_code
+
+    def _task(self, coro: Any, into: set | None = None) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        bucket = self.tasks if into is None else into
+        bucket.add(task)
+        task.add_done_callback(bucket.discard)
+        task.add_done_callback(self._task_failed)
+        return task
+
+    def _task_failed(self, task: asyncio.Task) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("supervisor.bug error=%r: stopping", task.exception(),
+                  exc_info=task.exception())
+        self.exit_code = EXIT_FAILURE
+        self._begin_stop(quick=True)
+
+    def _open_sockets(self) -> None:
+        folder = self.home.socket_dir()
+        make_private_dir(folder)
+        if folder != self.home.run:
+            self.home.run_pointer.write_text(str(folder) + "\n")
+        clear_stale_sockets(folder)
+        self.ctx = zmq.asyncio.Context()
+        self.ctx.linger = 0
+        old_umask = os.umask(0o077)  # sockets are created 0600 (bind has no mode option)
+        try:
+            self.work_endpoint = self.home.endpoint("work.sock")
+            self.work = self.ctx.socket(zmq.ROUTER)
+            self.work.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            self.work.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            self.work.setsockopt(zmq.MAXMSGSIZE, m.MAX_WORK_MESSAGE)
+            self.work.setsockopt(zmq.SNDHWM, 64)
+            self.work.bind(self.work_endpoint)
+            self.hb_endpoint = self.home.endpoint("heartbeat.sock")
+            self.hb = self.ctx.socket(zmq.PAIR)
+            self.hb.setsockopt(zmq.MAXMSGSIZE, m.MAX_SMALL_MESSAGE)
+            self.hb.bind(self.hb_endpoint)
+            self.control = self.ctx.socket(zmq.ROUTER)
+            self.control.setsockopt(zmq.MAXMSGSIZE, m.MAX_SMALL_MESSAGE)
+            self.control.bind(self.home.endpoint("control.sock"))
+            self.events = self.ctx.socket(zmq.PUB)
+            self.events.setsockopt(zmq.SNDHWM, 1000)
+            self.events.bind(self.home.endpoint("events.sock"))
+        finally:
+            os.umask(old_umask)
+
+    def _close_sockets(self) -> None:
+        self.ctx.destroy(linger=0)
+        clear_stale_sockets(self.home.socket_dir())
+        try:
+            self.home.run_pointer.unlink()
+        except FileNotFoundError:
+            pass
+
+    # --- state machine --------------------------------------------------------------------
+
+    def _transition(self, to: str, reason: str) -> None:
+        before = self.state
+        update_state(self.home, state=to, nodeId=self.node_id, tier=self.run_cfg.tier,
+                     address=self.signer.address,
+                     nodeKeyHash=node_key_hash(self.signer.address))
+        self.state = to
+        log.info("state.transition from=%s to=%s reason=%s", before, to, reason)
+        self._publish(m.StateTransition(at_ms=now_ms(), from_state=before, to_state=to,
+                                        reason=reason))
+
+    def _publish(self, event: Any) -> None:
+        try:
+            self.events.send(m.encoder.encode(event), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # PUB drops at HWM; observers are best-effort by design
+
+    async def _attach(self) -> bool:
+        """Attach with the signed manifest; retry while the coordinator is unreachable."""
+        manifest = self.run_cfg.manifest
+        digest = manifest_hash(manifest)
+        delay = 1.0
+        while not self.stopping:
+            try:
+                answer = await run_blocking(self.coord.attach, self.signer, self.node_id,
+                                            manifest, digest)
+                break
+            except CoordinatorError as e:
+                log.warning("attach.retry reason=%s in=%.0fs", e, delay)
+            except Denied as e:
+                self._denied(e.status, e.code, e.detail)
+                return False
+            except Rejected as e:
+                log.error("attach.rejected %s: check the clock (verify) and the key", e)
+                self.exit_code = EXIT_FAILURE
+                return False
+            await self._sleep_unless_stopping(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, 60.0)
+        else:
+            return False
+        body = answer.body
+        self.heartbeat_interval = _interval(body.get("heartbeatIntervalMs"), 10_000) / 1000
+        self.poll_interval = _interval(body.get("pollIntervalMs"), 1_000) / 1000
+        log.info("attached node=%s address=%s tier=%s heartbeat=%.1fs poll=%.1fs",
+                 self.node_id, self.signer.address, body.get("tier", self.run_cfg.tier),
+                 self.heartbeat_interval, self.poll_interval)
+        self._transition(ACTIVE, "attached")
+        return True
+
+    def _denied(self, status: int, code: str, detail: str) -> None:
+        """403/404 from any endpoint or process: stop within 5 s (PROTOCOL.md)."""
+        if self.quick and self.stopping:
+            return
+        if code in STOPPING_CODES:
+            log.warning("coordinator.stop code=%s detail=%s: the node stops (exit 0)",
+                        code, detail or "-")
+            self._transition(STATE_FOR_403[code], code)
+            self.exit_code = EXIT_OK
+        else:
+            fix = ("the key does not match the node registered on-chain: run this node with "
+                   "the key whose nodeKeyHash you registered, or register this key's hash"
+                   if code == "key_mismatch" else
+                   "the coordinator does not know this node id: check --node-id against the Console")
+            log.error("coordinator.refused status=%s code=%s detail=%s: %s",
+                      status, code, detail or "-", fix)
+            self.exit_code = EXIT_IDENTITY
+        self._begin_stop(quick=True)
+
+    def _begin_stop(self, quick: bool) -> None:
+        if quick:
+            self.quick = True
+        if not self.stopping:
+            self.stopping = True
+            sdnotify.notify("STOPPING=1")
+            self.stop_deadline = time.monotonic() + self.run_cfg.graceful_timeout
+        self.stopped.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        async def notify() -> None:
+            async with self.capacity:
+                self.capacity.notify_all()
+        self._task(notify())
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.stopped.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    # --- intake ---------------------------------------------------------------------------
+
+    def _free_capacity(self) -> int:
+        idle = sum(1 for s in self.slots if s.idle)
+        return idle - len(self.pending) - self.reserved
+
+    async def _intake(self) -> None:
+        """One of N pollers (N = slots): polls only while a worker slot is free."""
+        backoff = 1.0
+        while not self.stopping:
+            async with self.capacity:
+                await self.capacity.wait_for(lambda: self.stopping or self._free_capacity() > 0)
+            if self.stopping:
+                return
+            self.reserved += 1
+            try:
+                answer = await run_blocking(self.coord.inbox, self.signer, self.node_id,
+                                            LONG_POLL_MS)
+            except CoordinatorError as e:
+                log.warning("inbox.retry reason=%s in=%.0fs", e, backoff)
+                await self._sleep_unless_stopping(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, 30.0)
+                continue
+            except Denied as e:
+                self._denied(e.status, e.code, e.detail)
+                return
+            except Rejected as e:
+                log.error("inbox.rejected %s", e)
+                await self._sleep_unless_stopping(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            finally:
+                self.reserved -= 1
+            backoff = 1.0
+            if answer.status == 204:
+                await self._sleep_unless_stopping(self.poll_interval * random.uniform(0.8, 1.2))
+                continue
+            self._accept(answer.body)
+
+    def _accept(self, body: dict[str, Any]) -> None:
+        parsed = parse_inbox(body)
+        if isinstance(parsed, Malformed):
+            log.error("inbox.malformed reason=%s", parsed.reason)
+            if parsed.request_id:
+                self._report_failure(parsed.request_id, "inference_failed",
+                                     f"malformed request: {parsed.reason}")
+            return
+        if self.stopping:
+            self._report_failure(parsed.id, "shutdown", "node is stopping")
+            return
+        log.debug("inbox.request id=%s model=%s", parsed.id, parsed.model)
+        self.pending.append((parsed, 1))
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hand pending requests to idle workers, one job in flight per worker."""
+        while self.pending:
+            slot = next((s for s in self.slots if s.idle), None)
+            if slot is None:
+                return
+            req, attempt = self.pending.popleft()
+            self.job_counter += 1
+            job = m.Job(job=self.job_counter, request_id=req.id, model=req.model,
+                        prompt=req.prompt, system=req.system, options=req.options,
+                        deadline_ms=req.deadline_ms, cpu_only=self.run_cfg.cpu_only)
+            try:
+                self.work.send_multipart([slot.identity, m.encoder.encode(job)], zmq.NOBLOCK)
+            except zmq.ZMQError as e:
+                log.warning("dispatch.unroutable slot=%s reason=%s", slot.name, e.strerror)
+                slot.ready = False
+                self.pending.appendleft((req, attempt))
+                continue
+            slot.job = self.job_counter
+            self.jobs[self.job_counter] = Inflight(req, self.job_counter, slot, attempt,
+                                                   time.monotonic())
+
+    async def _release(self) -> None:
+        self._dispatch()
+        async with self.capacity:
+            self.capacity.notify_all()
+
+    # --- worker messages ------------------------------------------------------------------
+
+    async def _recv_work(self) -> None:
+        while True:
+            frames = await self.work.recv_multipart()
+            if len(frames) != 2:
+                log.warning("work.malformed frames=%d: dropped", len(frames))
+                continue
+            identity, payload = frames
+            slot = next((s for s in self.slots if s.identity == identity), None)
+            try:
+                msg = m.from_worker.decode(payload)
+            except m.DecodeError as e:
+                log.warning("work.malformed slot=%s reason=%s: dropped",
+                            identity[:16].decode(errors="replace"), e)
+                continue
+            if slot is None:
+                log.warning("work.unknown_worker identity=%r: dropped", identity[:16])
+                continue
+            slot.last_seen = time.monotonic()
+            if isinstance(msg, m.Ready):
+                slot.ready = slot.proc is not None and msg.pid == slot.pid
+                log.info("worker.ready slot=%s pid=%s", slot.name, msg.pid)
+                await self._release()
+            elif isinstance(msg, (m.Done, m.Failed)):
+                await self._finished(slot, msg)
+
+    async def _finished(self, slot: pool.Slot, msg: m.Done | m.Failed) -> None:
+        rec = self.jobs.get(msg.job)
+        if rec is None or rec.req.id != msg.request_id:
+            log.warning("work.stale slot=%s job=%s request=%s: dropped (already answered)",
+                        slot.name, msg.job, msg.request_id)
+            return
+        del self.jobs[msg.job]
+        if rec.slot.job == msg.job:
+            rec.slot.job = 0
+        ms = int((time.monotonic() - rec.started) * 1000)
+        if isinstance(msg, m.Done):
+            slot.served += 1
+            body = signed_success(self.signer, self.node_id, rec.req.id, rec.req.model,
+                                  msg.text, msg.metrics)
+            self.served += 1
+            log.info("served %s model=%s ms=%d poe=%s", rec.req.id, rec.req.model, ms,
+                     body["poe"])
+            self._publish(m.RequestServed(at_ms=now_ms(), request_id=rec.req.id,
+                                          model=rec.req.model, ms=ms, poe=body["poe"]))
+            self._commit(body)
+        else:
+            slot.failed += 1
+            self._report_failure(rec.req.id, msg.code, msg.message)
+        await self._release()
+
+    def _report_failure(self, request_id: str, code: str, reason: str) -> None:
+        body = signed_failure(self.signer, self.node_id, request_id, code, reason)
+        self.failed += 1
+        code = body["error"]["code"]
+        log.info("failed %s code=%s reason=%s", request_id, code, reason)
+        self._publish(m.RequestFailed(at_ms=now_ms(), request_id=request_id, code=code,
+                                      reason=reason))
+        self._commit(body)
+
+    # --- delivery -------------------------------------------------------------------------
+
+    def _commit(self, body: dict[str, Any]) -> None:
+        """Write the signed body to the outbox (durable), then deliver it off the loop."""
+        async def commit() -> None:
+            await run_blocking(self.outbox.put, body)
+            await self._deliver(body)
+        self._task(commit(), into=self.deliveries)
+
+    def _deliver_later(self, body: dict[str, Any]) -> None:
+        self._task(self._deliver(body), into=self.deliveries)
+
+    async def _deliver(self, body: dict[str, Any]) -> None:
+        """Post until 200/409/410 (delivered) or 400 (kept aside); back off on anything else."""
+        rid = body["requestId"]
+        delay = 1.0
+        while True:
+            try:
+                answer = await run_blocking(self.coord.post_result, body)
+            except CoordinatorError as e:
+                if self.quick:
+                    return
+                log.warning("result.retry request=%s reason=%s in=%.0fs", rid, e, delay)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 60.0)
+                continue
+            except Rejected as e:
+                path = await run_blocking(self.outbox.reject, rid)
+                log.error("result.rejected request=%s %s: a node bug; the signed result is "
+                          "kept at %s and never retried", rid, e, path)
+                return
+            except Denied as e:
+                self._denied(e.status, e.code, e.detail)
+                return
+            if answer.status == 410:
+                log.warning("result.expired request=%s: deadline passed, counted delivered", rid)
+            elif answer.status == 409:
+                log.info("result.duplicate request=%s: an earlier copy was accepted", rid)
+            await run_blocking(self.outbox.remove, rid)
+            return
+
+    # --- heartbeat process ----------------------------------------------------------------
+
+    def _spawn_heartbeat(self) -> None:
+        cfg = self.run_cfg
+        self.hb_proc = procs.spawn("node.heartbeat", [
+            "--node-id", str(self.node_id), "--coordinator", cfg.settings.coordinator,
+            "--connect", self.hb_endpoint, "--interval-ms",
+            str(int(self.heartbeat_interval * 1000)), "--parent-pid", str(os.getpid())],
+            stdin=subprocess.PIPE)
+        assert self.hb_proc.stdin is not None
+        self.hb_proc.stdin.write(cfg.secret.hex().encode() + b"\n")  # a pipe, never a socket
+        self.hb_proc.stdin.close()
+        log.info("heartbeat.spawned pid=%s interval=%.1fs", self.hb_proc.pid,
+                 self.heartbeat_interval)
+
+    async def _recv_heartbeat(self) -> None:
+        while True:
+            payload = await self.hb.recv()
+            try:
+                msg = m.from_heartbeat.decode(payload)
+            except m.DecodeError as e:
+                log.warning("heartbeat.malformed reason=%s: dropped", e)
+                continue
+            if isinstance(msg, m.BeatResult):
+                if msg.ok:
+                    self.last_beat_ack = msg.at_ms
+                else:
+                    log.warning("heartbeat.failed seq=%d status=%d error=%s", msg.seq,
+                                msg.status, msg.error)
+            else:
+                self._denied(msg.status, msg.code, msg.detail)
+
+    def _send_load(self) -> None:
+        busy = sum(1 for s in self.slots if s.job)
+        ready = sum(1 for s in self.slots if s.ready and not s.retiring)
+        try:
+            self.hb.send(m.encoder.encode(m.Load(busy=busy, slots=ready, served=self.served)),
+                         zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    # --- control socket -------------------------------------------------------------------
+
+    async def _recv_control(self) -> None:
+        while True:
+            frames = await self.control.recv_multipart()
+            envelope, payload = frames[:-1], frames[-1]
+            try:
+                m.control_request.decode(payload)
+                reply: Any = self.snapshot()
+            except m.DecodeError as e:
+                reply = m.ControlError(error=f"bad request: {e}")
+            try:
+                await self.control.send_multipart([*envelope, m.encoder.encode(reply)],
+                                                  zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+
+    def snapshot(self) -> m.StatusReply:
+        """The live status, from memory: never waits on a request in flight."""
+        return m.StatusReply(
+            pid=os.getpid(), version=cli_version(), state=self.state, node_id=self.node_id,
+            address=self.signer.address, node_key_hash=node_key_hash(self.signer.address),
+            tier=self.run_cfg.tier, coordinator=self.coord.base,
+            uptime_s=int(time.monotonic() - self.started),
+            workers=[self._worker_status(s) for s in self.slots],
+            heartbeat_pid=self.hb_proc.pid if self.hb_proc and self.hb_proc.poll() is None
+            else None,
+            served=self.served, failed=self.failed, last_heartbeat_ack_ms=self.last_beat_ack,
+            outbox_depth=self.outbox.depth())
+
+    def _worker_status(self, slot: pool.Slot) -> m.WorkerStatus:
+        rec = self.jobs.get(slot.job)
+        return m.WorkerStatus(slot=slot.name, pid=slot.pid, endpoint=slot.spec.ollama,
+                              busy=bool(slot.job), request_id=rec.req.id if rec else None,
+                              served=slot.served, failed=slot.failed, restarts=slot.restarts)
+
+    # --- signals --------------------------------------------------------------------------
+
+    async def _handle_signals(self) -> None:
+        while True:
+            sig = await self.signals.get()
+            if sig == signal.SIGHUP:
+                self._reload()
+            elif self.stopping:
+                log.info("stop.quick signal=%s: giving back what is in flight",
+                         signal.Signals(sig).name)
+                self._begin_stop(quick=True)
+            else:
+                log.info("stop.graceful signal=%s: finishing %d request(s), up to %.0fs",
+                         signal.Signals(sig).name, len(self.jobs), self.run_cfg.graceful_timeout)
+                self._begin_stop(quick=False)
+
+    def _new_slots(self, settings: Settings) -> list[pool.Slot]:
+        slots = []
+        for spec in settings.workers:
+            for _ in range(spec.slots):
+                slots.append(pool.Slot(f"w{self.slot_counter}", spec))
+                self.slot_counter += 1
+        return slots
+
+    def _reload(self) -> None:
+        """SIGHUP: re-read config.toml; new workers replace old ones, which finish first."""
+        old = self.run_cfg.settings
+        try:
+            new = self.run_cfg.reload()
+        except NodeError as e:
+            log.error("reload.failed reason=%s: keeping the running configuration", e)
+            return
+        if new.workers == old.workers:
+            log.info("reload.unchanged workers=%d", len(self.slots))
+            return
+        for slot in self.slots:
+            slot.retiring = True
+            self._send_stop(slot)
+        fresh = self._new_slots(new)
+        for slot in fresh:
+            pool.spawn_worker(slot, self.work_endpoint, os.getpid())
+        self.slots.extend(fresh)
+        self.run_cfg = replace(self.run_cfg, settings=new)
+        log.info("reload.workers old=%d new=%d", sum(s.retiring for s in self.slots), len(fresh))
+
+    def _send_stop(self, slot: pool.Slot) -> None:
+        try:
+            self.work.send_multipart([slot.identity, m.encoder.encode(m.Stop())], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    # --- the tick: reap, ping, expire, respawn, feed the heartbeat and the watchdog --------
+
+    async def _tick(self) -> None:
+        watchdog = sdnotify.watchdog_interval()
+        last_watchdog = 0.0
+        while True:
+            now = time.monotonic()
+            self._reap_workers(now)
+            self._murder_hung(now)
+            self._retry_lost(now)
+            if not self.stopping:
+                self._respawn(now)
+                self._ping(now)
+                self._keep_heartbeat(now)
+            self._send_load()
+            if watchdog and now - last_watchdog >= watchdog:
+                sdnotify.notify("WATCHDOG=1")
+                last_watchdog = now
+            await self._release()
+            await asyncio.sleep(TICK)
+
+    def _reap_workers(self, now: float) -> None:
+        for slot in list(self.slots):
+            if slot.proc is None or slot.proc.poll() is None:
+                continue
+            reason = pool.exit_reason(slot.proc)
+            for rec in self.jobs.values():
+                if rec.slot is slot and rec.lost_at is None:
+                    rec.lost_at = now
+            if slot.retiring:
+                log.info("worker.retired slot=%s %s", slot.name, reason)
+                self.slots.remove(slot)
+            elif self.stopping:
+                slot.proc, slot.ready = None, False
+            else:
+                pool.schedule_respawn(slot, reason)
+
+    def _murder_hung(self, now: float) -> None:
+        for slot in self.slots:
+            if not slot.alive():
+                continue
+            rec = self.jobs.get(slot.job)
+            silent = now - slot.last_seen if slot.ready else 0.0
+            overdue = rec is not None and now_ms() > rec.req.deadline_ms + DEADLINE_GRACE * 1000
+            booting = not slot.ready and now - slot.spawned_at > pool.READY_TIMEOUT
+            if silent > pool.PING_TIMEOUT or overdue or booting:
+                why = ("no answer to ping for %.0fs" % silent if silent > pool.PING_TIMEOUT
+                       else "job past its deadline" if overdue else "never said Ready")
+                log.warning("worker.hung slot=%s pid=%s reason=%s: killing", slot.name,
+                            slot.pid, why)
+                proc = slot.proc
+                threading.Thread(target=procs.terminate, args=(proc, pool.KILL_GRACE),
+                                 daemon=True).start()
+                slot.last_seen = now  # one kill per hang; the reap replaces it
+
+    def _retry_lost(self, now: float) -> None:
+        for rec in list(self.jobs.values()):
+            if rec.lost_at is None or now - rec.lost_at < LOST_JOB_GRACE:
+                continue
+            del self.jobs[rec.job]
+            if rec.attempt < MAX_ATTEMPTS and not self.stopping:
+                log.warning("request.retry %s: its worker %s died; trying another worker",
+                            rec.req.id, rec.slot.name)
+                self.pending.appendleft((rec.req, rec.attempt + 1))
+            else:
+                self._report_failure(rec.req.id, "inference_failed",
+                                     "worker died twice on this request")
+        self._dispatch()
+
+    def _respawn(self, now: float) -> None:
+        for slot in self.slots:
+            if slot.proc is None and not slot.retiring and now >= slot.respawn_at:
+                pool.spawn_worker(slot, self.work_endpoint, os.getpid())
+
+    def _ping(self, now: float) -> None:
+        for slot in self.slots:
+            if slot.ready and now - slot.last_ping >= pool.PING_EVERY:
+                slot.last_ping = now
+                try:
+                    ping = m.encoder.encode(m.Ping(seq=int(now)))
+                    self.work.send_multipart([slot.identity, ping], zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+
+    def _keep_heartbeat(self, now: float) -> None:
+        if self.hb_proc is None or self.hb_proc.poll() is None:
+            return
+        if self.hb_respawn_at == 0.0:
+            log.warning("heartbeat.died %s: respawning", pool.exit_reason(self.hb_proc))
+            self.hb_respawn_at = now + 1.0
+        elif now >= self.hb_respawn_at:
+            self.hb_respawn_at = 0.0
+            self._spawn_heartbeat()
+
+    async def _wait_workers_ready(self) -> None:
+        deadline = time.monotonic() + pool.READY_TIMEOUT
+        while not self.stopping and time.monotonic() < deadline:
+            if all(s.ready for s in self.slots):
+                return
+            await self._sleep_unless_stopping(0.05)
+        missing = [s.name for s in self.slots if not s.ready]
+        if missing:
+            log.warning("workers.slow_start slots=%s: starting without them", ",".join(missing))
+
+    # --- shutdown -------------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        """Graceful: finish in flight until the deadline or a second signal; then give the
+        rest back as `shutdown` reports. Quick (403): abandon in flight, the coordinator
+        re-dispatches. Either way: stop heartbeat and workers, and exit."""
+        if not self.quick:
+            while (self.jobs or self.pending or self.reserved) and not self.quick \
+                    and time.monotonic() < self.stop_deadline:
+                await asyncio.sleep(0.05)
+            for rec in list(self.jobs.values()):
+                self._report_failure(rec.req.id, "shutdown", "node is stopping")
+            for req, _ in self.pending:
+                self._report_failure(req.id, "shutdown", "node is stopping")
+            self.jobs.clear()
+            self.pending.clear()
+            if self.deliveries:
+                remaining = max(2.0, self.stop_deadline - time.monotonic())
+                await asyncio.wait(set(self.deliveries), timeout=remaining)
+        for task in list(self.deliveries) + list(self.tasks):
+            task.cancel()
+        try:
+            self.hb.send(m.encoder.encode(m.StopHeartbeat()), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+        for slot in self.slots:
+            self._send_stop(slot)
+        grace = 1.0 if self.quick else pool.KILL_GRACE
+        stoppers = [threading.Thread(target=procs.terminate, args=(p, grace))
+                    for p in [s.proc for s in self.slots] + [self.hb_proc] if p is not None]
+        for t in stoppers:
+            t.start()
+        await run_blocking(lambda: [t.join() for t in stoppers])
+        left = self.outbox.depth()
+        log.info("stopped exit=%d served=%d failed=%d outbox=%d", self.exit_code, self.served,
+                 self.failed, left)
+
+
+def _interval(value: Any, default: int) -> int:
+    """A coordinator-given interval in ms, kept within sane bounds (100 ms .. 10 min)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 600_000:
+        return value
+    return default
