@@ -11,6 +11,7 @@ from node.errors import NodeError
 # name -> module under node.commands exposing `cmd`; order is the --help order.
 COMMANDS = {
     "init": "Make the node key and config (run once).",
+    "start": "Attach to a node id and serve inference (the daemon).",
     "probe": "Detect CPU, RAM, GPUs and Ollama; show the tier.",
     "models": "List or pull local Ollama models.",
     "verify": "Check key, Ollama, coordinator, clock and disk.",

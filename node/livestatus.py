@@ -1,13 +1,63 @@
-"""The running daemon's live view, for `status`."""
+"""The running daemon's live view, for `status`: a client of the control and event sockets.
+
+The protocol is documented in the README ("Control socket"): a REQ socket sends a msgpack
+`StatusRequest` and receives a `StatusReply`; a SUB socket receives `Event`s. zmq is imported
+only when a daemon holds the home's lock, so `status` stays fast when none runs."""
+from collections.abc import Iterator
+from typing import Any
+
 from node.home import Home
+from node.runlock import running_pid
 
 
-def query_live(home: Home, timeout_ms: int = 1000) -> dict | None:
-    """Ask the daemon's control socket (`<home>/run/control.sock`) for its `status` answer.
+def query_live(home: Home, timeout_ms: int = 1000) -> dict[str, Any] | None:
+    """The daemon's status answer as a camelCase dict, or None when no daemon answers."""
+    if running_pid(home) is None:
+        return None
+    import msgspec
+    import zmq
 
-    The daemon's control socket answer goes here: a dict of live fields (state, nodeId, tier,
-    uptime, workers, served/failed counts, last heartbeat, outbox depth) that `status` merges
-    over the offline document, or None when no daemon answers within `timeout_ms`.
-    Not implemented yet: always None (status then shows the offline view).
-    """
-    return None
+    from ipc import messages as m
+
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+        sock.setsockopt(zmq.SNDTIMEO, timeout_ms)
+        sock.connect(home.endpoint("control.sock"))
+        try:
+            sock.send(m.encoder.encode(m.StatusRequest()))
+            reply = m.control_reply.decode(sock.recv())
+        except (zmq.ZMQError, m.DecodeError):
+            return None
+    finally:
+        ctx.destroy(linger=0)
+    if not isinstance(reply, m.StatusReply):
+        return None
+    doc = msgspec.to_builtins(reply)
+    doc.pop("type", None)
+    return doc
+
+
+def watch_events(home: Home) -> Iterator[dict[str, Any]]:
+    """Yield the daemon's events (state transitions, served, failed) as camelCase dicts."""
+    import msgspec
+    import zmq
+
+    from ipc import messages as m
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(home.endpoint("events.sock"))
+    try:
+        while True:
+            try:
+                event = m.event.decode(sock.recv())
+            except m.DecodeError:
+                continue
+            yield msgspec.to_builtins(event)
+    finally:
+        ctx.destroy(linger=0)
