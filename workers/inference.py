@@ -1,0 +1,191 @@
+"""The inference worker process: one slot, one Ollama endpoint, one job at a time, no key.
+
+The supervisor starts it by exec:
+
+    python -m workers.inference --slot w0 --endpoint http://127.0.0.1:11434 \\
+        --connect ipc:///path/work.sock --parent-pid PID \\
+        [--first-chunk-timeout 300] [--idle-timeout 60]
+
+It connects a DEALER (identity = slot) to the supervisor's ROUTER, sends `Ready`, then answers
+`Job` with `Done`/`Failed`, `Ping` with `Pong`, and `Stop` by exiting once the job in progress is
+answered (ipc/messages.py). The job runs in a thread so Pings are answered while Ollama streams;
+only the main thread touches the socket. SIGINT is ignored (Ctrl-C reaches the whole process
+group; the supervisor coordinates shutdown); SIGTERM acts like `Stop`. When the supervisor dies
+the worker exits within about a second, abandoning any job (nobody is left to answer).
+"""
+import argparse
+import contextlib
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+
+import zmq
+
+from ipc.messages import (MAX_WORK_MESSAGE, DecodeError, Done, Failed, FromWorker, Job, Ping,
+                          Pong, Ready, Stop, encoder, to_worker)
+from workers.generate import Generator, Timeouts
+from workers.parent import parent_gone, term_on_parent_death
+
+log = logging.getLogger("workers.inference")
+
+TICK_MS = 1000            # parent check interval
+SEND_TIMEOUT_MS = 3000    # a send blocks at most this long when the supervisor is not connected
+FLUSH_ON_EXIT_MS = 2000   # after the last answer, wait this long for it to leave the socket
+
+
+class Worker:
+    """The socket loop. Answers from the job thread come back through a queue, and a byte on a
+    socketpair wakes the poll (the same socketpair is the signal wakeup fd)."""
+
+    def __init__(self, slot: str, endpoint: str, run_job: Callable[[Job], Done | Failed],
+                 parent_pid: int) -> None:
+        self.slot, self.endpoint = slot, endpoint
+        self._run_job = run_job
+        self._parent_pid = parent_pid
+        self._current: Job | None = None
+        self._stopping = False
+        self._answers: queue.SimpleQueue[Done | Failed] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        for s in (self._wake_r, self._wake_w):
+            s.setblocking(False)
+
+    def serve(self, connect: str) -> int:
+        """Run until Stop/SIGTERM (exit status 0) or the supervisor's death; return the status."""
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, self.slot.encode())
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_WORK_MESSAGE)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
+        sock.connect(connect)
+        signal.set_wakeup_fd(self._wake_w.fileno())
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        try:
+            if not self._send(sock, Ready(slot=self.slot, pid=os.getpid(), endpoint=self.endpoint)):
+                return 1
+            while True:
+                if parent_gone(self._parent_pid):
+                    log.warning("supervisor (pid %d) is gone; exiting", self._parent_pid)
+                    return 0
+                if self._stopping and self._current is None:
+                    sock.setsockopt(zmq.LINGER, FLUSH_ON_EXIT_MS)
+                    log.info("stopped")
+                    return 0
+                events = dict(poller.poll(TICK_MS))
+                if self._wake_r.fileno() in events:
+                    self._deliver_answers(sock)
+                if sock in events:
+                    self._receive(sock)
+        finally:
+            signal.set_wakeup_fd(-1)
+            sock.close()
+            ctx.term()
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        self._stopping = True
+
+    def _send(self, sock: zmq.Socket, msg: FromWorker) -> bool:
+        try:
+            sock.send(encoder.encode(msg))
+            return True
+        except zmq.Again:
+            log.error("could not send %s: the supervisor is not connected", type(msg).__name__)
+            return False
+
+    def _deliver_answers(self, sock: zmq.Socket) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while self._wake_r.recv(4096):
+                pass
+        while not self._answers.empty():
+            answer = self._answers.get()
+            self._current = None
+            if isinstance(answer, Failed):
+                log.info("job %d failed: %s: %s", answer.job, answer.code, answer.message)
+            self._send(sock, answer)
+
+    def _receive(self, sock: zmq.Socket) -> None:
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                if len(frames) != 1:
+                    raise DecodeError(f"{len(frames)} frames, expected 1")
+                msg = to_worker.decode(frames[0])
+            except DecodeError as e:
+                log.warning("dropped a malformed message (%d bytes): %s",
+                            sum(map(len, frames)), e)
+                continue
+            self._handle(sock, msg)
+
+    def _handle(self, sock: zmq.Socket, msg: Job | Ping | Stop) -> None:
+        if isinstance(msg, Ping):
+            self._send(sock, Pong(seq=msg.seq, job=self._current.job if self._current else 0))
+        elif isinstance(msg, Stop):
+            self._stopping = True
+        elif self._current is not None or self._stopping:
+            code, why = (("overloaded", f"slot {self.slot} is busy with job {self._current.job}")
+                         if self._current else ("shutdown", f"slot {self.slot} is stopping"))
+            self._send(sock, Failed(job=msg.job, request_id=msg.request_id, code=code,
+                                    message=why))
+        else:
+            self._current = msg
+            threading.Thread(target=self._run, args=(msg,), name=f"job-{msg.job}",
+                             daemon=True).start()
+
+    def _run(self, job: Job) -> None:
+        """The job thread: never lets an exception leave the job unanswered."""
+        try:
+            answer = self._run_job(job)
+        except Exception as e:  # a bug, not an Ollama failure: still answer, and say so
+            log.exception("job %d crashed", job.job)
+            answer = Failed(job=job.job, request_id=job.request_id, code="inference_failed",
+                            message=f"worker error: {type(e).__name__}: {e}")
+        self._answers.put(answer)
+        with contextlib.suppress(BlockingIOError):
+            self._wake_w.send(b"j")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m workers.inference",
+                                description="A ParalleliX inference worker (started by the "
+                                            "supervisor).")
+    p.add_argument("--slot", required=True, help="slot name; also the DEALER identity")
+    p.add_argument("--endpoint", required=True, help="Ollama base URL")
+    p.add_argument("--connect", required=True, help="the supervisor's work socket (ipc://…)")
+    p.add_argument("--parent-pid", type=int, default=None,
+                   help="the supervisor's pid (default: the parent at start)")
+    p.add_argument("--first-chunk-timeout", type=float, default=Timeouts.first_chunk,
+                   help="seconds to wait for Ollama's first chunk (covers a cold model load)")
+    p.add_argument("--idle-timeout", type=float, default=Timeouts.idle,
+                   help="seconds of silence between chunks before the job fails")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    args = parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format=f"%(asctime)s worker {args.slot} %(levelname)s %(message)s")
+    parent_pid = args.parent_pid or os.getppid()
+    term_on_parent_death()
+    if parent_gone(parent_pid):
+        log.warning("supervisor (pid %d) died before the worker started; exiting", parent_pid)
+        return 0
+    generator = Generator(args.endpoint, Timeouts(first_chunk=args.first_chunk_timeout,
+                                                  idle=args.idle_timeout))
+    return Worker(args.slot, args.endpoint, generator.run, parent_pid).serve(args.connect)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
