@@ -41,7 +41,7 @@ log = logging.getLogger("parallelix.supervisor")
 T = TypeVar("T")
 
 TICK = 0.5
-LONG_POLL_MS = 10_000
+LONG_POLL_MS = 5_000
 DEADLINE_GRACE = 15.0       # a job this far past its deadline means its worker hangs
 LOST_JOB_GRACE = 1.0        # wait for a dead worker's last message before retrying its job
 MAX_ATTEMPTS = 2            # a request is tried on at most two workers, then reported failed
@@ -238,10 +238,17 @@ class Supervisor:
                                         reason=reason))
 
     def _publish(self, event: Any) -> None:
+        """Events are best-effort by design: PUB drops at HWM, observers may come and go."""
+        self._task(self._send(self.events, m.encoder.encode(event)))
+
+    async def _send(self, sock: zmq.asyncio.Socket, *frames: bytes) -> bool:
+        """Send without blocking; False when the peer cannot take it (absent, unroutable, HWM).
+        Awaited, because zmq.asyncio reports a NOBLOCK send's error through its future."""
         try:
-            self.events.send(m.encoder.encode(event), zmq.NOBLOCK)
+            await sock.send_multipart(list(frames), zmq.NOBLOCK)
+            return True
         except zmq.ZMQError:
-            pass  # PUB drops at HWM; observers are best-effort by design
+            return False
 
     async def _attach(self) -> bool:
         """Attach with the signed manifest; retry while the coordinator is unreachable."""
@@ -353,9 +360,9 @@ class Supervisor:
             if answer.status == 204:
                 await self._sleep_unless_stopping(self.poll_interval * random.uniform(0.8, 1.2))
                 continue
-            self._accept(answer.body)
+            await self._accept(answer.body)
 
-    def _accept(self, body: dict[str, Any]) -> None:
+    async def _accept(self, body: dict[str, Any]) -> None:
         parsed = parse_inbox(body)
         if isinstance(parsed, Malformed):
             log.error("inbox.malformed reason=%s", parsed.reason)
@@ -368,9 +375,9 @@ class Supervisor:
             return
         log.debug("inbox.request id=%s model=%s", parsed.id, parsed.model)
         self.pending.append((parsed, 1))
-        self._dispatch()
+        await self._dispatch()
 
-    def _dispatch(self) -> None:
+    async def _dispatch(self) -> None:
         """Hand pending requests to idle workers, one job in flight per worker."""
         while self.pending:
             slot = next((s for s in self.slots if s.idle), None)
@@ -381,10 +388,8 @@ class Supervisor:
             job = m.Job(job=self.job_counter, request_id=req.id, model=req.model,
                         prompt=req.prompt, system=req.system, options=req.options,
                         deadline_ms=req.deadline_ms, cpu_only=self.run_cfg.cpu_only)
-            try:
-                self.work.send_multipart([slot.identity, m.encoder.encode(job)], zmq.NOBLOCK)
-            except zmq.ZMQError as e:
-                log.warning("dispatch.unroutable slot=%s reason=%s", slot.name, e.strerror)
+            if not await self._send(self.work, slot.identity, m.encoder.encode(job)):
+                log.warning("dispatch.unroutable slot=%s: worker gone, requeued", slot.name)
                 slot.ready = False
                 self.pending.appendleft((req, attempt))
                 continue
@@ -393,7 +398,7 @@ class Supervisor:
                                                    time.monotonic())
 
     async def _release(self) -> None:
-        self._dispatch()
+        await self._dispatch()
         async with self.capacity:
             self.capacity.notify_all()
 
@@ -531,14 +536,11 @@ class Supervisor:
             else:
                 self._denied(msg.status, msg.code, msg.detail)
 
-    def _send_load(self) -> None:
+    async def _send_load(self) -> None:
         busy = sum(1 for s in self.slots if s.job)
         ready = sum(1 for s in self.slots if s.ready and not s.retiring)
-        try:
-            self.hb.send(m.encoder.encode(m.Load(busy=busy, slots=ready, served=self.served)),
-                         zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
+        await self._send(self.hb, m.encoder.encode(m.Load(busy=busy, slots=ready,
+                                                          served=self.served)))
 
     # --- control socket -------------------------------------------------------------------
 
@@ -551,11 +553,7 @@ class Supervisor:
                 reply: Any = self.snapshot()
             except m.DecodeError as e:
                 reply = m.ControlError(error=f"bad request: {e}")
-            try:
-                await self.control.send_multipart([*envelope, m.encoder.encode(reply)],
-                                                  zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass
+            await self._send(self.control, *envelope, m.encoder.encode(reply))
 
     def snapshot(self) -> m.StatusReply:
         """The live status, from memory: never waits on a request in flight."""
@@ -582,7 +580,7 @@ class Supervisor:
         while True:
             sig = await self.signals.get()
             if sig == signal.SIGHUP:
-                self._reload()
+                await self._reload()
             elif self.stopping:
                 log.info("stop.quick signal=%s: giving back what is in flight",
                          signal.Signals(sig).name)
@@ -600,7 +598,7 @@ class Supervisor:
                 self.slot_counter += 1
         return slots
 
-    def _reload(self) -> None:
+    async def _reload(self) -> None:
         """SIGHUP: re-read config.toml; new workers replace old ones, which finish first."""
         old = self.run_cfg.settings
         try:
@@ -613,7 +611,7 @@ class Supervisor:
             return
         for slot in self.slots:
             slot.retiring = True
-            self._send_stop(slot)
+            await self._send_stop(slot)
         fresh = self._new_slots(new)
         for slot in fresh:
             pool.spawn_worker(slot, self.work_endpoint, os.getpid())
@@ -621,11 +619,8 @@ class Supervisor:
         self.run_cfg = replace(self.run_cfg, settings=new)
         log.info("reload.workers old=%d new=%d", sum(s.retiring for s in self.slots), len(fresh))
 
-    def _send_stop(self, slot: pool.Slot) -> None:
-        try:
-            self.work.send_multipart([slot.identity, m.encoder.encode(m.Stop())], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
+    async def _send_stop(self, slot: pool.Slot) -> None:
+        await self._send(self.work, slot.identity, m.encoder.encode(m.Stop()))
 
     # --- the tick: reap, ping, expire, respawn, feed the heartbeat and the watchdog --------
 
@@ -636,12 +631,12 @@ class Supervisor:
             now = time.monotonic()
             self._reap_workers(now)
             self._murder_hung(now)
-            self._retry_lost(now)
+            await self._retry_lost(now)
             if not self.stopping:
                 self._respawn(now)
-                self._ping(now)
+                await self._ping(now)
                 self._keep_heartbeat(now)
-            self._send_load()
+            await self._send_load()
             if watchdog and now - last_watchdog >= watchdog:
                 sdnotify.notify("WATCHDOG=1")
                 last_watchdog = now
@@ -682,7 +677,7 @@ class Supervisor:
                                  daemon=True).start()
                 slot.last_seen = now  # one kill per hang; the reap replaces it
 
-    def _retry_lost(self, now: float) -> None:
+    async def _retry_lost(self, now: float) -> None:
         for rec in list(self.jobs.values()):
             if rec.lost_at is None or now - rec.lost_at < LOST_JOB_GRACE:
                 continue
@@ -694,22 +689,18 @@ class Supervisor:
             else:
                 self._report_failure(rec.req.id, "inference_failed",
                                      "worker died twice on this request")
-        self._dispatch()
+        await self._dispatch()
 
     def _respawn(self, now: float) -> None:
         for slot in self.slots:
             if slot.proc is None and not slot.retiring and now >= slot.respawn_at:
                 pool.spawn_worker(slot, self.work_endpoint, os.getpid())
 
-    def _ping(self, now: float) -> None:
+    async def _ping(self, now: float) -> None:
         for slot in self.slots:
             if slot.ready and now - slot.last_ping >= pool.PING_EVERY:
                 slot.last_ping = now
-                try:
-                    ping = m.encoder.encode(m.Ping(seq=int(now)))
-                    self.work.send_multipart([slot.identity, ping], zmq.NOBLOCK)
-                except zmq.ZMQError:
-                    pass
+                await self._send(self.work, slot.identity, m.encoder.encode(m.Ping(seq=int(now))))
 
     def _keep_heartbeat(self, now: float) -> None:
         if self.hb_proc is None or self.hb_proc.poll() is None:
@@ -752,12 +743,9 @@ class Supervisor:
                 await asyncio.wait(set(self.deliveries), timeout=remaining)
         for task in list(self.deliveries) + list(self.tasks):
             task.cancel()
-        try:
-            self.hb.send(m.encoder.encode(m.StopHeartbeat()), zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
+        await self._send(self.hb, m.encoder.encode(m.StopHeartbeat()))
         for slot in self.slots:
-            self._send_stop(slot)
+            await self._send_stop(slot)
         grace = 1.0 if self.quick else pool.KILL_GRACE
         stoppers = [threading.Thread(target=procs.terminate, args=(p, grace))
                     for p in [s.proc for s in self.slots] + [self.hb_proc] if p is not None]
