@@ -325,7 +325,7 @@ class Request:
 class NodeState:
     node_id: int
     key_hash: str
-    address: str | None = None       # proven by a successful attach
+    address: str | None = None       # proven by the first signature that verified
     tier: int | None = None
     last_seq: int = 0
     attaches: int = 0
@@ -463,15 +463,17 @@ class Coordinator:
 
         A signature recovering *some* key whose hash is not registered is 403 key_mismatch,
         except when the message can be shown to be signed over other text: on attach the
-        body names the address (recovered != claimed), and after a successful attach the
-        registered key's address is known. Those are 400 bad_signature: a node bug, not an
-        operator with the wrong key.
+        body names the address (recovered != claimed), and once any signature from the node
+        has verified, the registered key's address is known. Those are 400 bad_signature: a
+        node bug, not an operator with the wrong key.
         """
         try:
             signer = pv.recover_address(text, signature)
         except pv.SignatureFormatError as exc:
             raise ApiError("bad_signature", f"{label}: {exc}") from None
         if pv.key_hash_of_address(signer) == node.key_hash:
+            with self._lock:
+                node.address = signer
             call.checks.append(f"{label} ok")
             return signer
         expected = claimed or node.address
