@@ -134,8 +134,8 @@ class Worker:
         elif isinstance(msg, Stop):
             self._stopping = True
         elif self._current is not None or self._stopping:
-            code, why = (("overloaded", f"slot {self.slot} is busy with job {self._current.job}")
-                         if self._current else ("shutdown", f"slot {self.slot} is stopping"))
+            code, why = (("shutdown", f"slot {self.slot} is stopping") if self._stopping else
+                         ("overloaded", f"slot {self.slot} is busy with job {self._current.job}"))
             self._send(sock, Failed(job=msg.job, request_id=msg.request_id, code=code,
                                     message=why))
         else:
