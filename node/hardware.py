@@ -13,9 +13,10 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 ENV_TIMEOUT = "PARALLELIX_PROBE_TIMEOUT"
 ENV_SYSFS = "PARALLELIX_SYSFS_ROOT"
@@ -100,7 +101,7 @@ def _stop(proc: subprocess.Popen) -> None:
     cannot die, so it is waited for briefly and then left behind rather than hanging `probe`."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
+    except OSError:  # already gone
         pass
     for pipe in (proc.stdout, proc.stderr):
         if pipe:
@@ -294,6 +295,6 @@ def _amd_gpus(sysfs_root: Path, problems: list[str]) -> tuple[Gpu, ...]:
         found = _read(lambda: read_sysfs_amd(sysfs_root), "sysfs", problems) or ()
     for gpu in found:
         if gpu.vram_mib < IGPU_LIMIT_MIB:
-            problems.append(f"AMD GPU {gpu.index} ({gpu.name}, {gpu.vram_mib} MiB VRAM) not counted: "
-                            "under 1 GiB means an integrated GPU")
+            problems.append(f"AMD GPU {gpu.index} ({gpu.name}, {gpu.vram_mib} MiB VRAM) "
+                            "not counted: under 1 GiB means an integrated GPU")
     return tuple(g for g in found if g.vram_mib >= IGPU_LIMIT_MIB)
