@@ -1,4 +1,4 @@
-"""The tier a node claims for its hardware, by PROTOCOL.md "Tiers" (the coordinator may lower it)."""
+"""Which tier a node claims, by PROTOCOL.md "Tiers" (the coordinator may lower it)."""
 from node.hardware import Hardware
 
 GIB = 1024  # in MiB, the unit Hardware counts in
