@@ -397,9 +397,9 @@ def test_plain_output_is_a_short_table(probe, tools, closed_url):
     lines = r.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["OS", "CPU", "RAM", "GPU", "GPU", "GPU", "GPU",
                                                   "Tier", "Ollama", "Problem"]
-    assert ("GPU 3     NVIDIA GeForce RTX 4090 (nvidia), 24.0 GiB, "
+    assert ("GPU 3     NVIDIA GeForce RTX 4090 (nvidia), 23.9 GiB, "
             "GPU-7e9a1c3e-5b7d-9f2a-4c6e-8b0d2f4a6c8e") in lines
-    assert "Tier      5 (96.0 GiB GPU memory)" in lines
+    assert "Tier      5 (95.9 GiB GPU memory)" in lines  # 98256 MiB, rounded down
     assert f"Ollama    {unreachable(closed_url)}" in lines
     assert "Problem   rocm-smi not found on PATH" in lines
 

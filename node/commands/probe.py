@@ -56,7 +56,8 @@ def document(hw: Hardware, tier: int, ollama: dict[str, Any]) -> dict[str, Any]:
 
 
 def _gib(mib: int) -> str:
-    return f"{mib / 1024:.1f} GiB"
+    """Rounded down, so that a 24564 MiB card never reads as the 24 GiB tier bound it misses."""
+    return f"{mib * 10 // 1024 / 10:.1f} GiB"
 
 
 def _gpu_text(g: Gpu) -> str:
