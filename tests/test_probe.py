@@ -456,14 +456,37 @@ class FakeOllama(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def ollama_url():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOllama)  # listening once constructed
+class BrokenGzipOllama(BaseHTTPRequestHandler):
+    """Claims a gzip body and sends something else: requests raises ContentDecodingError."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", "9")
+        self.end_headers()
+        self.wfile.write(b"not gzip!")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def serve(handler: type[BaseHTTPRequestHandler]):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)  # listening once constructed
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def ollama_url():
+    yield from serve(FakeOllama)
+
+
+@pytest.fixture
+def broken_ollama_url():
+    yield from serve(BrokenGzipOllama)
 
 
 def test_reachable_ollama_lists_local_models(probe, ollama_url):
@@ -473,3 +496,10 @@ def test_reachable_ollama_lists_local_models(probe, ollama_url):
     r = probe(ollama=ollama_url)
     assert (f"Ollama    0.12.6 at {ollama_url}, 2 models: llama3.2:latest, qwen3:8b"
             in r.stdout.splitlines())
+
+
+def test_unreadable_ollama_answer_is_reported(probe, broken_ollama_url):
+    doc = probe_json(probe, ollama=broken_ollama_url)
+    assert doc["ollama"]["reachable"] is False
+    assert doc["ollama"]["error"] == (
+        f"Ollama at {broken_ollama_url} could not be read (ContentDecodingError)")

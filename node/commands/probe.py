@@ -41,8 +41,8 @@ def probe_ollama(url: str) -> dict[str, Any]:
         doc["models"] = [m["name"] for m in list_models(url, http)]
     except OllamaError as e:
         doc["error"] = str(e)
-    except requests.RequestException as e:
-        doc["error"] = f"Ollama at {url}: {type(e).__name__}"
+    except requests.RequestException as e:  # what get_json does not turn into OllamaError
+        doc["error"] = f"Ollama at {url} could not be read ({type(e).__name__})"
     return doc
 
 
