@@ -85,7 +85,9 @@ class HeartbeatLoop:
                                           at_ms=now_ms(), error=str(e)[:200]))
                 if isinstance(e, Rejected) or time.monotonic() + delay >= next_beat:
                     return
-            self._drain(delay)
+            retry_at = time.monotonic() + delay
+            while (left := retry_at - time.monotonic()) > 0:
+                self._drain(left)
             delay = min(delay * 2, 4.0)
 
     def _report(self, msg: m.BeatResult | m.Denied) -> None:
