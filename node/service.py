@@ -118,8 +118,8 @@ def resolve_platform(flag: str | None, dry_run: bool) -> str:
                               f"add --dry-run, or run this command on {flag} itself")
         return flag
     if here is None:
-        raise ConfigError(f"services are supported on Linux (systemd) and macOS (launchd), "
-                          f"not {sys.platform}; use --dry-run --platform linux|macos to see the files")
+        raise ConfigError(f"services are supported on Linux (systemd) and macOS (launchd), not "
+                          f"{sys.platform}; use --dry-run --platform linux|macos to see the files")
     return here
 
 
@@ -246,10 +246,3 @@ def notes(spec: Spec) -> list[str]:
                    "account that owns the node home")
     return out
 
-
-def describe(result: dict[str, Any]) -> list[str]:
-    """The human lines for an install or uninstall result."""
-    lines = []
-    for call in result.get("calls", []):
-        lines.append(f"ran: {shlex.join(call)}")
-    return lines

@@ -14,7 +14,6 @@ LABEL = "io.parallelix.node"
 SYSTEM_DIR = Path("/Library/LaunchDaemons")
 LOG_NAME = "launchd.log"    # only what escapes the node's own log (node.log): early errors
 BASE_PATH = "/opt/homebrew/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
-NOT_LOADED = 113            # launchctl print: Could not find service "…" in domain for port
 
 
 def plist_path(target: Target) -> Path:
@@ -156,13 +155,15 @@ def status(target: Target, run: Runner) -> dict[str, Any]:
 def human_status(doc: dict[str, Any]) -> list[str]:
     m = doc["manager"]
     kind = "agent" if doc["scope"] == "user" else "daemon"
-    lines = [f"installed: {'yes' if doc['installed'] else 'no'} ({doc['scope']} {kind} {doc['path']})",
-             f"enabled:   {'yes' if doc['enabled'] else 'no'} (loaded: {m['loaded']}, "
+    yes = {True: "yes", False: "no"}
+    lines = [f"installed: {yes[doc['installed']]} ({doc['scope']} {kind} {doc['path']})",
+             f"enabled:   {yes[doc['enabled']]} (loaded: {m['loaded']}, "
              f"override: {m['override']})",
-             f"active:    {'yes' if doc['active'] else 'no'} (state = {m.get('state', '?')}, "
+             f"active:    {yes[doc['active']]} (state = {m.get('state', '?')}, "
              f"pid = {m.get('pid', '-')}, last exit code = {m.get('last exit code', '?')}, "
              f"runs = {m.get('runs', '0')})"]
     if m.get("error"):
         lines.append(f"launchctl: {m['error']}")
-    lines.append(f"logs:      {PROGRAM} logs -f" + (f"   and   {doc['logs']}" if doc["logs"] else ""))
+    also = f"   and   {doc['logs']}" if doc["logs"] else ""
+    lines.append(f"logs:      {PROGRAM} logs -f{also}")
     return lines

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from node.atomic import write_atomic
-from node.service import (PROGRAM, Runner, Spec, check_printable, ensure_home, read_text,
-                          template)
+from node.service import (GRACEFUL_TIMEOUT, PROGRAM, RESTART_SEC, STOP_TIMEOUT, WATCHDOG_SEC,
+                          Runner, Spec, check_printable, ensure_home, read_text, template)
 
 UNIT = "parallelix-node.service"
 SYSTEM_DIR = Path("/etc/systemd/system")
@@ -58,11 +58,12 @@ def render(spec: Spec) -> str:
     paths = [quote(str(home))]
     socket_dir = spec.home.socket_dir()
     if _under(home, "/tmp") or _under(home, "/var/tmp"):
-        private_tmp = ("# PrivateTmp is off: the node home is in a temporary folder that a private\n"
-                       "# /tmp would hide.\nPrivateTmp=no")
+        private_tmp = ("# PrivateTmp is off: the node home is in a temporary folder that a\n"
+                       "# private /tmp would hide.\nPrivateTmp=no")
     elif socket_dir != spec.home.run:
-        private_tmp = ("# PrivateTmp is off: the home path is too long for ipc:// sockets, so they\n"
-                       "# live in /tmp where `parallelix-node status` must find them.\nPrivateTmp=no")
+        private_tmp = ("# PrivateTmp is off: the home path is too long for ipc:// sockets, so\n"
+                       "# they live in /tmp, where `parallelix-node status` must find them.\n"
+                       "PrivateTmp=no")
         paths.append("/tmp")
     else:
         private_tmp = "PrivateTmp=yes"
@@ -70,7 +71,9 @@ def render(spec: Spec) -> str:
         scope=target.scope, node_id=spec.node_id, ordering=ordering,
         exec_start=" ".join(quote(a, exec_line=True) for a in spec.argv),
         env_home=quote(f"PARALLELIX_HOME={home}"), user=user,
-        read_write_paths=" ".join(paths), private_tmp=private_tmp, wanted_by=wanted_by)
+        read_write_paths=" ".join(paths), private_tmp=private_tmp, wanted_by=wanted_by,
+        restart_sec=RESTART_SEC, watchdog_sec=WATCHDOG_SEC, stop_timeout=STOP_TIMEOUT,
+        graceful_timeout=GRACEFUL_TIMEOUT)
 
 
 def systemctl(scope: str, *args: str) -> list[str]:
@@ -148,10 +151,11 @@ def status(scope: str, user: str, run: Runner) -> dict[str, Any]:
 
 def human_status(doc: dict[str, Any]) -> list[str]:
     m = doc["manager"]
-    lines = [f"installed: {'yes' if doc['installed'] else 'no'} ({doc['scope']} unit {doc['path']})",
-             f"enabled:   {'yes' if doc['enabled'] else 'no'} "
+    yes = {True: "yes", False: "no"}
+    lines = [f"installed: {yes[doc['installed']]} ({doc['scope']} unit {doc['path']})",
+             f"enabled:   {yes[doc['enabled']]} "
              f"(UnitFileState={m.get('UnitFileState', '?')})",
-             f"active:    {'yes' if doc['active'] else 'no'} (ActiveState={m.get('ActiveState', '?')}"
+             f"active:    {yes[doc['active']]} (ActiveState={m.get('ActiveState', '?')}"
              f" SubState={m.get('SubState', '?')} MainPID={m.get('MainPID', '?')}"
              f" Result={m.get('Result', '?')} ExecMainStatus={m.get('ExecMainStatus', '?')})"]
     if m.get("StatusText"):

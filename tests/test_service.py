@@ -425,3 +425,16 @@ def test_templates_are_found(machine):
                        timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["# parallelix-nod", "<?xml"]
+
+
+def test_run_as_must_own_the_home(machine):
+    machine.home.mkdir(mode=0o700)
+    owner = pwd.getpwuid(machine.home.stat().st_uid).pw_name
+    other = "nobody" if owner != "nobody" else "root"
+    r = machine.run("service", "install", "--system", "--node-id", "1", "--dry-run",
+                    "--run-as", other)
+    assert r.returncode == 2
+    assert f"pass --run-as {owner}" in one_error_line(r)
+    r = machine.run("service", "install", "--system", "--node-id", "1", "--dry-run",
+                    "--run-as", "no-such-user-here")
+    assert r.returncode == 2 and "no user 'no-such-user-here'" in one_error_line(r)

@@ -61,7 +61,8 @@ def _here() -> str:
               help="The node id from the Console [default: node_id in config.toml].")
 @click.option("--run-as", metavar="USER",
               help="With --system: the account the node runs as [default: the home's owner].")
-@click.option("--dry-run", is_flag=True, help="Print the file that would be written; change nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the file that would be written; change nothing.")
 @click.option("--platform", type=click.Choice(PLATFORMS),
               help="With --dry-run: render the file for the other platform, for review.")
 @common_options
