@@ -603,6 +603,7 @@ class Coordinator:
             if msg.model != req.prompt.model:
                 call.checks.append(f"model {msg.model!r} differs from requested {req.prompt.model!r}")
             req.accepted = {"nodeId": msg.node_id, "model": msg.model, "result": msg.result, "poe": msg.poe,
+                            "signature": msg.signature, "poeSignature": msg.poe_signature,
                             "metrics": msg.metrics, "attempt": req.attempts, "acceptedMs": wall_ms()}
             if req.state == "queued":
                 self._queue.remove(req.id)

@@ -301,6 +301,9 @@ def test_result_accepted_once_duplicate_409_bad_poe_400(signer, other):
         assert s["accepted"] == 1 and s["duplicates"] == {rid: 1} and s["duplicateCount"] == 1
         assert s["results"][rid]["result"] == text and s["results"][rid]["nodeId"] == NODE
         assert s["results"][rid]["metrics"]["modelDigest"] == "a80c4f17acd5"
+        kept = s["results"][rid]
+        assert pv.recover_address(f"parallelix-node:poe:{rid}:{kept['poe']}", kept["poeSignature"]) == signer.address
+        assert pv.recover_address(f"parallelix-node:result:{rid}", kept["signature"]) == signer.address
         assert s["requests"][rid]["state"] == "done" and s["pending"] == 0
     assert f"result {rid} from node {NODE}: signature ok, poe ok, poeSignature ok -> 200 accepted" in proc.log
 
