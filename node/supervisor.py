@@ -632,9 +632,9 @@ class Supervisor:
             self._reap_workers(now)
             self._murder_hung(now)
             await self._retry_lost(now)
+            await self._ping(now)
             if not self.stopping:
                 self._respawn(now)
-                await self._ping(now)
                 self._keep_heartbeat(now)
             await self._send_load()
             if watchdog and now - last_watchdog >= watchdog:
@@ -688,7 +688,7 @@ class Supervisor:
                 self.pending.appendleft((rec.req, rec.attempt + 1))
             else:
                 self._report_failure(rec.req.id, "inference_failed",
-                                     "worker died twice on this request")
+                                     f"the worker died while serving it (attempt {rec.attempt})")
         await self._dispatch()
 
     def _respawn(self, now: float) -> None:

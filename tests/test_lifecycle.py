@@ -1,0 +1,236 @@
+"""Liveness and lifecycle of the daemon, with real processes: stopping on 403, signals,
+worker supervision, the heartbeat process under load, the one-daemon-per-home lock."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from node.home import Home
+from node.livestatus import query_live
+from tests.conftest import ROOT, clean_env
+from tests.coord import admin, start_dev_coordinator, wait_for
+from tests.nodeproc import init_home, is_event, run_daemon
+from tests.procs import start_standin
+
+NODE_ID = 7
+
+
+def read_state(home: Path) -> dict:
+    return json.loads((home / "state.json").read_text())
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # a zombie still answers kill(0); its state letter says it is dead
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+
+
+def wait_until(predicate, timeout: float, what: str) -> float:
+    """Poll `predicate` until true; return the seconds it took."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def live(home: Path) -> dict:
+    doc = query_live(Home(home))
+    assert doc is not None, "the daemon's control socket did not answer"
+    return doc
+
+
+@pytest.fixture
+def node_home(tmp_path):
+    home = tmp_path / "h"
+    return home, init_home(home)
+
+
+@pytest.fixture
+def standin():
+    with start_standin("--models", "llama3.2") as (_, url):
+        yield url
+
+
+@pytest.mark.parametrize("code,state,status", [
+    ("not_staked", "INITED", 0), ("in_cooldown", "COOLING", 0), ("retired", "RETIRED", 0),
+    ("key_mismatch", None, 3), ("unknown_node", None, 3)])
+def test_denied_while_serving_stops_with_the_right_state_and_status(node_home, standin, code,
+                                                                   state, status):
+    home, address = node_home
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}", "--heartbeat-ms", "1000",
+                               "--prompt", "slow [[sleep:20000]]") as (_, url):
+        with run_daemon(home, NODE_ID, url, standin) as node:
+            wait_for(url, lambda s: s["inflight"], what="a request in flight")
+            denied_at = time.monotonic()
+            admin(url, "deny", {"code": code})
+            assert node.wait_exit(10) == status
+            took = time.monotonic() - denied_at
+    assert took < 5.0 + 1.0  # PROTOCOL.md: within 5 s (+1 s: the heartbeat interval here)
+    if state:
+        assert read_state(home)["state"] == state
+        transition = node.wait_event(lambda e: e.get("event") == "state.transition"
+                                     and e.get("to") == state)
+        assert transition["reason"] == code
+    else:
+        refusal = node.wait_event(is_event("coordinator.refused"))
+        fix = {"key_mismatch": "register this key's hash", "unknown_node": "--node-id"}[code]
+        assert refusal["code"] == code and fix in json.dumps(refusal)
+    assert not (home / "run" / "node.pid").exists()
+
+
+def test_denied_at_attach_exits_without_serving(node_home, standin):
+    home, address = node_home
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}", "--deny", "in_cooldown") as (_, url):
+        with run_daemon(home, NODE_ID, url, standin) as node:
+            assert node.wait_exit(20) == 0
+    assert read_state(home)["state"] == "COOLING"
+
+
+def test_sigterm_mid_request_delivers_the_result_then_exits_0(node_home, standin):
+    home, address = node_home
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}",
+                               "--prompt", "finish me [[sleep:1500]]") as (_, url):
+        with run_daemon(home, NODE_ID, url, standin) as node:
+            wait_for(url, lambda s: s["inflight"], what="the request in flight")
+            node.signal(signal.SIGTERM)
+            assert node.wait_exit(30) == 0
+            done = wait_for(url, lambda s: s["accepted"] == 1, timeout=1, what="the result")
+    assert done["failureReports"] == []
+    assert list((home / "outbox").glob("*.json")) == []
+
+
+def test_second_signal_gives_the_rest_back_as_shutdown(node_home, standin):
+    home, address = node_home
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}",
+                               "--prompt", "too slow [[sleep:60000]]") as (_, url):
+        with run_daemon(home, NODE_ID, url, standin) as node:
+            wait_for(url, lambda s: s["inflight"], what="the request in flight")
+            node.signal(signal.SIGTERM)
+            node.wait_event(is_event("stop.graceful"))
+            node.signal(signal.SIGINT)
+            assert node.wait_exit(30) == 0
+            done = wait_for(url, lambda s: s["failureReports"], timeout=5, what="the report")
+    assert [f["code"] for f in done["failureReports"]] == ["shutdown"]
+    assert done["accepted"] == 0
+
+
+def test_sigkill_of_a_busy_worker_is_served_by_another_once(node_home, standin):
+    home, address = node_home
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}",
+                               "--prompt", "survive [[sleep:2000]]") as (_, url):
+        with run_daemon(home, NODE_ID, url, standin, "--workers", "2") as node:
+            wait_for(url, lambda s: s["inflight"], what="the request in flight")
+            busy = next(w for w in live(home)["workers"] if w["busy"])
+            os.kill(busy["pid"], signal.SIGKILL)
+            done = wait_for(url, lambda s: s["accepted"] == 1, timeout=30, what="the retry")
+            retry = node.wait_event(is_event("request.retry"))
+            replaced = node.wait_event(lambda e: e.get("event") == "worker.replaced"
+                                       and e.get("slot") == busy["slot"])
+            node.wait_event(lambda e: e.get("event") == "worker.ready"
+                            and e.get("slot") == busy["slot"])
+    assert "killed by SIGKILL" in replaced["reason"] and busy["slot"] in str(retry)
+    assert done["duplicateCount"] == 0 and done["failureReports"] == []
+
+
+def test_sigstop_of_a_worker_is_detected_and_replaced(node_home, standin):
+    home, address = node_home
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}") as (_, url):
+        with run_daemon(home, NODE_ID, url, standin, "--workers", "2") as node:
+            node.wait_event(is_event("attached"))
+            victim = live(home)["workers"][0]
+            os.kill(victim["pid"], signal.SIGSTOP)
+            hung = node.wait_event(lambda e: e.get("event") == "worker.hung"
+                                   and e.get("slot") == victim["slot"], timeout=30)
+            node.wait_event(lambda e: e.get("event") == "worker.ready"
+                            and e.get("slot") == victim["slot"]
+                            and e.get("pid") != str(victim["pid"]), timeout=30)
+            assert wait_until(lambda: gone(victim["pid"]), 10, "the stopped worker killed") >= 0
+            assert live(home)["workers"][0]["pid"] != victim["pid"]
+    assert "ping" in hung["reason"]
+
+
+def test_supervisor_sigkill_takes_workers_and_heartbeat_down(node_home, standin):
+    home, address = node_home
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}", "--heartbeat-ms", "500",
+                               "--prompt", "orphan [[sleep:30000]]") as (_, url):
+        with run_daemon(home, NODE_ID, url, standin, "--workers", "2") as node:
+            wait_for(url, lambda s: len(s["heartbeats"]) >= 2 and s["inflight"],
+                     what="heartbeats and a busy worker")
+            doc = live(home)
+            children = [w["pid"] for w in doc["workers"]] + [doc["heartbeatPid"]]
+            os.kill(node.proc.pid, signal.SIGKILL)
+            node.wait_exit(10)
+            took = wait_until(lambda: all(gone(p) for p in children), 10, "children to exit")
+            beats = len(wait_for(url, lambda s: True)["heartbeats"])
+            time.sleep(1.5)  # three heartbeat intervals: long enough to see one if any came
+            assert len(wait_for(url, lambda s: True)["heartbeats"]) == beats
+    assert took < 5.0
+
+
+def test_heartbeats_keep_coming_while_workers_and_cores_are_busy(node_home, standin):
+    home, address = node_home
+    interval_ms = 1000
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(4)]
+    try:
+        with start_dev_coordinator("--node", f"{NODE_ID}={address}", "--heartbeat-ms",
+                                   str(interval_ms), *sum((["--prompt", f"busy {i} [[sleep:8000]]"]
+                                                          for i in range(2)), [])) as (_, url):
+            with run_daemon(home, NODE_ID, url, standin, "--workers", "2") as node:
+                wait_for(url, lambda s: len(s["inflight"]) == 2, timeout=20, what="both busy")
+                t0 = time.monotonic()
+                status = subprocess.run([sys.executable, "-m", "node.cli", "status", "--json"],
+                                        cwd=ROOT, env=clean_env(home), capture_output=True,
+                                        text=True, timeout=30)
+                status_s = time.monotonic() - t0
+                stats = wait_for(url, lambda s: s["accepted"] == 2, timeout=30,
+                                 what="both served")
+                node.signal(signal.SIGTERM)
+                node.wait_exit(30)
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    doc = json.loads(status.stdout)
+    assert doc["live"] is True and all(w["busy"] for w in doc["workers"]), (doc, status_s)
+    received = [h["receivedMono"] for h in stats["heartbeats"]]
+    gaps = [b - a for a, b in zip(received, received[1:])]
+    assert len(received) >= 6
+    print(f"heartbeat gaps under load: max {max(gaps):.3f}s over {len(gaps)} "
+          f"(interval {interval_ms / 1000}s); status took {status_s:.3f}s")
+    assert max(gaps) < 2 * interval_ms / 1000
+
+
+def test_second_start_on_the_same_home_refuses(node_home, standin):
+    home, address = node_home
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}") as (_, url):
+        with run_daemon(home, NODE_ID, url, standin) as node:
+            node.wait_event(is_event("attached"))
+            with run_daemon(home, NODE_ID, url, standin) as second:
+                assert second.wait_exit(30) == 2
+            assert node.proc.poll() is None
+    err = "".join(second.stderr_lines)
+    assert "already runs" in err and str(node.proc.pid) in err and "Traceback" not in err
+
+
+def test_stale_pid_file_and_sockets_from_a_crash_are_replaced(node_home, standin):
+    home, address = node_home
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}", "--prompt", "after crash") as (_, url):
+        with run_daemon(home, NODE_ID, url, standin) as node:
+            node.wait_event(is_event("attached"))
+            os.killpg(node.proc.pid, signal.SIGKILL)
+            node.wait_exit(10)
+        assert (home / "run" / "node.pid").exists() and (home / "run" / "control.sock").exists()
+        with run_daemon(home, NODE_ID, url, standin) as node:
+            wait_for(url, lambda s: s["accepted"] == 1, timeout=30, what="served after a crash")
+            assert live(home)["state"] == "ACTIVE"
