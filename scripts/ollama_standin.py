@@ -330,6 +330,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.server.catalog.find(name) is None:
             raise BadRequest(404, f"model '{name}' not found")
         prompt = body.get("prompt") or ""
+        if not isinstance(prompt, str) or not isinstance(body.get("system") or "", str):
+            raise BadRequest(400, "prompt and system must be strings")
         faults = Faults.parse(prompt)
         if faults.busy:
             raise BadRequest(503, BUSY)

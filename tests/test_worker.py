@@ -301,8 +301,9 @@ def test_worker_exits_when_its_parent_dies_mid_job(sup: Router) -> None:
             parent.stdout.close()
 
 
-def test_worker_whose_parent_is_already_gone_exits_at_start(sup: Router, ollama: str) -> None:
-    other = os.getppid()  # alive, but not the worker's parent
+def test_worker_exits_at_start_when_its_parent_is_not_the_supervisor(sup: Router,
+                                                                     ollama: str) -> None:
+    other = os.getppid()  # alive, but not the worker's parent: as if the supervisor had died
     proc = subprocess.run(worker_command(ollama, sup.endpoint, "--parent-pid", str(other)),
                           cwd=ROOT, capture_output=True, text=True, timeout=10)
     assert proc.returncode == 0
