@@ -61,6 +61,11 @@ def http_failure(status: int, detail: str) -> JobFailure:
     return JobFailure(code, f"Ollama answered {status}: {detail}")
 
 
+def budget(end: float, why: str, deadline: float) -> tuple[float, str]:
+    """The sooner of a phase's end and the job's deadline, with what to say if it runs out."""
+    return (end, why) if end < deadline else (deadline, DEADLINE)
+
+
 def _count(final: dict[str, Any], key: str) -> int:
     """A metric of the final chunk; absent means zero (Ollama omits zero metrics)."""
     value = final.get(key, 0)
@@ -110,15 +115,12 @@ class Generator:
             self._digests[model] = entry["digest"]
         return self._digests[model]
 
-    def _budget(self, end: float, why: str, deadline: float) -> tuple[float, str]:
-        return (end, why) if end < deadline else (deadline, DEADLINE)
-
     def _generate(self, job: Job) -> tuple[str, dict[str, Any]]:
         start = time.monotonic()
         deadline = start + job.deadline_ms / 1000 - time.time()
         if deadline <= start:
             raise JobFailure("timeout", "the job's deadline had passed before it started")
-        first = self._budget(start + self.timeouts.first_chunk,
+        first = budget(start + self.timeouts.first_chunk,
                              f"Ollama sent nothing within {self.timeouts.first_chunk:g} s "
                              "(model load too slow?)", deadline)
         try:
@@ -156,7 +158,7 @@ class Generator:
         size = 0
         idle = f"Ollama stalled: no output for {self.timeouts.idle:g} s mid-answer"
         for chunk in iter_ndjson(resp):
-            dog.arm(*self._budget(time.monotonic() + self.timeouts.idle, idle, deadline))
+            dog.arm(*budget(time.monotonic() + self.timeouts.idle, idle, deadline))
             piece = chunk.get("response")
             if isinstance(piece, str) and piece:
                 size += len(piece.encode())
