@@ -803,9 +803,10 @@ class Handler(BaseHTTPRequestHandler):
             return None
         return self.rfile.read(int(length))
 
-    def _json(self, raw: bytes) -> Any:
+    def _json(self, raw: bytes, strict_type: bool = True) -> Any:
+        """Parse a JSON body; operator calls must say application/json, admin calls (curl) need not."""
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if ctype != "application/json":
+        if strict_type and ctype != "application/json":
             raise ApiError("bad_request", f"Content-Type must be application/json, got {ctype or 'none'!r}")
         try:
             return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
@@ -938,11 +939,11 @@ class Handler(BaseHTTPRequestHandler):
     def admin_enqueue(self, query: str, raw: bytes) -> Reply:
         coord = self.server.coord
         return self._admin("enqueue", lambda: {
-            "requestId": coord.enqueue(Prompt.parse(self._json(raw), "body", coord.settings))})
+            "requestId": coord.enqueue(Prompt.parse(self._json(raw, strict_type=False), "body", coord.settings))})
 
     def admin_deny(self, query: str, raw: bytes) -> Reply:
         def work() -> dict[str, Any]:
-            f = Fields(self._json(raw), "body")
+            f = Fields(self._json(raw, strict_type=False), "body")
             code = f.str("code", nullable=True, choices=DENY_CODES)
             after = f.int("afterResults", 0, optional=True)
             return self.server.coord.set_faults(deny=code, deny_after_results=after)
@@ -950,7 +951,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def admin_faults(self, query: str, raw: bytes) -> Reply:
         def work() -> dict[str, Any]:
-            f = Fields(self._json(raw), "body")
+            f = Fields(self._json(raw, strict_type=False), "body")
             changes = {}
             for wire, attr in FAULT_FIELDS:
                 if wire in f.data:
@@ -963,7 +964,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def admin_nodes(self, query: str, raw: bytes) -> Reply:
         def work() -> dict[str, Any]:
-            f = Fields(self._json(raw), "body")
+            f = Fields(self._json(raw, strict_type=False), "body")
             node_id, key = f.int("nodeId", 1), f.str("key")
             try:
                 return {"nodeId": node_id, "nodeKeyHash": self.server.coord.register_node(node_id, key)}
@@ -1099,6 +1100,8 @@ def main(argv: list[str] | None = None) -> int:
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"LISTENING http://{host}:{server.server_address[1]}", flush=True)
     log(f"dev-coordinator: {len(coord.stats()['requests'])} request(s) queued, {len(args.node)} node(s) registered")
+    if not args.node:
+        log("dev-coordinator: no --node given: every node is unknown_node until POST /_admin/nodes registers one")
     while not stop.wait(0.05):
         if args.exit_when_done and coord.all_final():
             log("dev-coordinator: every request has a final outcome; exiting")

@@ -488,3 +488,17 @@ def test_exit_when_done(signer):
         assert node.post_result(node.result_body(second["id"], "B")).status_code == 200
         assert proc.wait(timeout=10) == 0
     assert "2 accepted" in proc.summary
+
+
+def test_nodes_registered_at_runtime_and_admin_takes_plain_json(signer):
+    with start_dev_coordinator() as (proc, url):
+        node = FakeNode(url, NODE, signer)
+        r = node.attach()
+        assert r.status_code == 404 and error_of(r) == "unknown_node"
+        added = admin(url, "nodes", {"nodeId": NODE, "key": signer.address})
+        assert added == {"nodeId": NODE, "nodeKeyHash": node_key_hash(signer.address)}
+        assert node.attach().status_code == 200
+        r = requests.post(f"{url}/_admin/enqueue", data='{"prompt": "from curl"}')   # no Content-Type
+        assert r.status_code == 200 and r.json() == {"requestId": "req_0001"}
+        bad = requests.post(f"{url}/_admin/nodes", json={"nodeId": NODE, "key": "0x1234"})
+        assert bad.status_code == 400 and error_of(bad) == "bad_request"
