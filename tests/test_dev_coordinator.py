@@ -1,10 +1,10 @@
 """scripts/dev_coordinator.py as a real process over loopback, driven like a node would drive it."""
+import hashlib
 import json
 import re
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -134,7 +134,7 @@ def test_attach_rejections(signer, other):
         manifest = sample_manifest()
         body = node.attach_body(manifest=manifest)
         escaped = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
-        wrong = "0x" + __import__("hashlib").sha256(escaped.encode()).hexdigest()
+        wrong = "0x" + hashlib.sha256(escaped.encode()).hexdigest()
         body["signature"] = signer.sign(f"parallelix-node:attach:{NODE}:{body['timestamp']}:{wrong}")
         r = post(body)
         assert r.status_code == 400 and error_of(r) == "bad_signature"
