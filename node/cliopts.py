@@ -11,21 +11,28 @@ import click
 from node.home import Home
 
 
-def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add --coordinator, --ollama (repeatable) and --model; the command receives them as
-    keyword arguments `coordinator`, `ollama` (tuple) and `model`, for `load_from_flags`."""
+def settings_options(*, coordinator: bool = True) -> Callable[[Callable[..., Any]], Any]:
+    """Add --ollama (repeatable), --model and, unless `coordinator=False`, --coordinator. The
+    command receives `ollama` (tuple), `model` and `coordinator` (None without the flag) as
+    keyword arguments, for `load_from_flags`."""
 
-    @click.option("--coordinator", metavar="URL", default=None,
-                  help="Coordinator base URL [env PARALLELIX_COORDINATOR].")
-    @click.option("--ollama", metavar="URL", multiple=True,
-                  help="Ollama address; repeat for one Ollama per GPU [env OLLAMA_HOST].")
-    @click.option("--model", metavar="NAME", default=None,
-                  help="Model to serve [env PARALLELIX_MODEL; default llama3.2].")
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return func(*args, **kwargs)
+    def decorate(func: Callable[..., Any]) -> Any:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("coordinator", None)
+            return func(*args, **kwargs)
 
-    return wrapper
+        wrapper = click.option("--model", metavar="NAME", default=None,
+                               help="Model to serve [env PARALLELIX_MODEL; default llama3.2].")(wrapper)
+        wrapper = click.option("--ollama", metavar="URL", multiple=True,
+                               help="Ollama address; repeat for one Ollama per GPU "
+                                    "[env OLLAMA_HOST].")(wrapper)
+        if coordinator:
+            wrapper = click.option("--coordinator", metavar="URL", default=None,
+                                   help="Coordinator base URL [env PARALLELIX_COORDINATOR].")(wrapper)
+        return wrapper
+
+    return decorate
 
 
 def load_from_flags(home: Home, coordinator: str | None, ollama: tuple[str, ...],

@@ -11,7 +11,7 @@ from node.status_view import offline_status, render_status
 
 @click.command("status")
 @common_options
-@settings_options
+@settings_options()
 def cmd(home: Home, as_json: bool, coordinator: str | None, ollama: tuple[str, ...],
         model: str | None) -> None:
     """Show the node's identity and state (the daemon's live view when it runs)."""
