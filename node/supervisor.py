@@ -149,6 +149,7 @@ class Supervisor:
             loop.add_signal_handler(sig, self.signals.put_nowait, sig)
         self.capacity = asyncio.Condition()
         self.stopped = asyncio.Event()
+        self.coordinator_answered = asyncio.Event()  # wakes deliveries that are backing off
         for body in self.outbox.pending():
             log.info("outbox.resend request=%s", body["requestId"])
             self._deliver_later(body)
@@ -282,6 +283,10 @@ class Supervisor:
         self._transition(ACTIVE, "attached")
         return True
 
+    def _coordinator_ok(self) -> None:
+        """The coordinator answered a call: results backing off after an outage go now."""
+        self.coordinator_answered.set()
+
     def _denied(self, status: int, code: str, detail: str) -> None:
         """403/404 from any endpoint or process: stop within 5 s (PROTOCOL.md)."""
         if self.quick and self.stopping:
@@ -357,6 +362,7 @@ class Supervisor:
             finally:
                 self.reserved -= 1
             backoff = 1.0
+            self._coordinator_ok()
             if answer.status == 204:
                 await self._sleep_unless_stopping(self.poll_interval * random.uniform(0.8, 1.2))
                 continue
@@ -486,7 +492,12 @@ class Supervisor:
                 if self.quick:
                     return
                 log.warning("result.retry request=%s reason=%s in=%.0fs", rid, e, delay)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                self.coordinator_answered.clear()
+                try:
+                    await asyncio.wait_for(self.coordinator_answered.wait(),
+                                           delay * random.uniform(0.5, 1.5))
+                except asyncio.TimeoutError:
+                    pass
                 delay = min(delay * 2, 60.0)
                 continue
             except Rejected as e:
@@ -497,6 +508,7 @@ class Supervisor:
             except Denied as e:
                 self._denied(e.status, e.code, e.detail)
                 return
+            self._coordinator_ok()
             if answer.status == 410:
                 log.warning("result.expired request=%s: deadline passed, counted delivered", rid)
             elif answer.status == 409:
@@ -530,6 +542,7 @@ class Supervisor:
             if isinstance(msg, m.BeatResult):
                 if msg.ok:
                     self.last_beat_ack = msg.at_ms
+                    self._coordinator_ok()
                 else:
                     log.warning("heartbeat.failed seq=%d status=%d error=%s", msg.seq,
                                 msg.status, msg.error)

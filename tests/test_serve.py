@@ -1,0 +1,161 @@
+"""End to end, real processes over loopback: dev-coordinator -> node daemon -> workers ->
+Ollama stand-in. Results are checked by the coordinator's own verifier and again here with
+eth_keys recovery, i.e. by code other than the node's signer."""
+import hashlib
+import json
+import os
+import signal
+
+import pytest
+from eth_hash.auto import keccak
+from eth_keys import keys
+
+from tests.coord import admin, start_dev_coordinator, stats, wait_for
+from tests.nodeproc import init_home, is_event, run_daemon
+from tests.procs import start_standin
+
+NODE_ID = 7
+
+
+def recover(text: str, signature: str) -> str:
+    """Signer address of an EIP-191 personal-sign signature, with eth_keys directly."""
+    data = text.encode()
+    digest = keccak(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data)
+    raw = bytes.fromhex(signature[2:])
+    sig = keys.Signature(vrs=(raw[64] - 27, int.from_bytes(raw[:32], "big"),
+                              int.from_bytes(raw[32:64], "big")))
+    return sig.recover_public_key_from_msg_hash(digest).to_checksum_address()
+
+
+def expected_text(prompt: str, system: str | None = None) -> str:
+    """The stand-in's documented reply rule."""
+    return f"echo: [{system}] {prompt}" if system else f"echo: {prompt}"
+
+
+def check_result(rid: str, body: dict, address: str) -> None:
+    text = body["result"]
+    poe = "0x" + hashlib.sha256(rid.encode() + text.encode() + str(NODE_ID).encode()).hexdigest()
+    assert body["poe"] == poe
+    assert recover(f"parallelix-node:result:{rid}", body["signature"]) == address
+    assert recover(f"parallelix-node:poe:{rid}:{poe}", body["poeSignature"]) == address
+
+
+@pytest.fixture
+def node_home(tmp_path):
+    home = tmp_path / "h"
+    return home, init_home(home)
+
+
+@pytest.fixture
+def standin():
+    with start_standin("--models", "llama3.2") as (_, url):
+        yield url
+
+
+def prompts_file(tmp_path, items: list[dict]) -> str:
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
+    return str(path)
+
+
+def test_dozens_of_varied_requests_all_accepted_and_verified(tmp_path, node_home, standin):
+    home, address = node_home
+    items = [{"prompt": f"question {i}: ünïcödé ☃ 日本語 🚀"} for i in range(12)]
+    items += [{"prompt": f"line one {i}\nline two\n\ttabbed line\n"} for i in range(12)]
+    items += [{"prompt": "x" * 20_000 + f" big {i}"} for i in range(3)]
+    items += [{"prompt": f"with system {i}", "system": "You are terse."} for i in range(3)]
+    items += [{"prompt": f"empty system {i}", "system": ""} for i in range(3)]
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}", "--options", '{"temperature":0.7}',
+                               "--prompts-file", prompts_file(tmp_path, items)) as (_, url):
+        with run_daemon(home, NODE_ID, url, standin, "--workers", "2") as node:
+            done = wait_for(url, lambda s: s["accepted"] == len(items), timeout=60,
+                            what="every request accepted")
+            node.signal(signal.SIGTERM)
+            assert node.wait_exit(30) == 0
+    assert done["verificationFailures"] == []
+    by_prompt = {r["prompt"]: r for r in done["requests"].values()}
+    for item in items:
+        rid = next(k for k, r in done["requests"].items() if r["prompt"] == item["prompt"])
+        body = done["results"][rid]
+        assert body["result"] == expected_text(item["prompt"], item.get("system"))
+        assert body["metrics"]["doneReason"] == "stop"
+        assert len(body["metrics"]["modelDigest"]) == 64
+        check_result(rid, body, address)
+    assert len(by_prompt) == len(items)
+    served = [e for e in node.events if is_event("served")(e)]
+    assert len(served) == len(items)
+    assert all(e["poe"].startswith("0x") and int(e["ms"]) >= 0 for e in served)
+
+
+def test_ollama_errors_become_failure_reports(tmp_path, node_home, standin):
+    home, address = node_home
+    items = [{"prompt": "breaks [[error-midstream]]"}, {"prompt": "crashes [[error-500]]"},
+             {"prompt": "full [[busy]]"}, {"prompt": "cut [[eof]]"},
+             {"prompt": "who?", "model": "no-such-model"}]
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}", "--max-attempts", "1",
+                               "--prompts-file", prompts_file(tmp_path, items)) as (_, url):
+        with run_daemon(home, NODE_ID, url, standin):
+            done = wait_for(url, lambda s: len(s["failedFinal"]) == len(items), timeout=60,
+                            what="every request reported failed")
+    codes = {r["prompt"]: r["outcomes"] for r in done["requests"].values()}
+    assert done["verificationFailures"] == []
+    assert done["accepted"] == 0
+    assert done["failures"] == {"inference_failed": 3, "overloaded": 1, "model_not_found": 1}, codes
+
+
+def test_coordinator_faults_and_lost_acks_deliver_each_result_once(tmp_path, node_home,
+                                                                  standin):
+    home, address = node_home
+    n = 20
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}", "--seed", "4",
+                               *sum((["--prompt", f"p{i}"] for i in range(n)), [])) as (_, url):
+        with run_daemon(home, NODE_ID, url, standin, "--workers", "2") as node:
+            node.wait_event(is_event("attached"))
+            admin(url, "faults", {"failShare": 0.3, "loseAcks": 0.5})
+            done = wait_for(url, lambda s: s["accepted"] == n and not os.listdir(home / "outbox")
+                            or False, timeout=90, what="every result delivered")
+    assert done["injected"]["failShare"] > 0 and done["injected"]["loseAcks"] > 0
+    assert sorted(done["results"]) == sorted(done["requests"])
+    assert done["verificationFailures"] == []
+
+
+def test_undelivered_result_survives_sigkill_and_is_delivered_after_restart(tmp_path,
+                                                                           node_home, standin):
+    home, address = node_home
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}",
+                               "--prompt", "keep me [[sleep:3000]]") as (_, url):
+        with run_daemon(home, NODE_ID, url, standin) as node:
+            wait_for(url, lambda s: s["inflight"], what="the request dispatched")
+            admin(url, "faults", {"failShare": 1.0})
+            served = node.wait_event(is_event("served"))
+            node.wait_event(is_event("result.retry"))
+            os.kill(node.proc.pid, signal.SIGKILL)
+            node.wait_exit(10)
+        kept = list((home / "outbox").glob("*.json"))
+        assert len(kept) == 1 and json.loads(kept[0].read_text())["poe"] == served["poe"]
+        assert stats(url)["accepted"] == 0
+        admin(url, "faults", {"failShare": 0.0})
+        with run_daemon(home, NODE_ID, url, standin) as node:
+            done = wait_for(url, lambda s: s["accepted"] == 1, timeout=30,
+                            what="the kept result delivered")
+            node.signal(signal.SIGTERM)
+            assert node.wait_exit(30) == 0
+    rid, body = next(iter(done["results"].items()))
+    assert body["poe"] == served["poe"]
+    check_result(rid, body, address)
+    assert list((home / "outbox").glob("*.json")) == []
+
+
+def test_malformed_inbox_answers_are_survived(tmp_path, node_home, standin):
+    home, address = node_home
+    n = 8
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}", "--seed", "1",
+                               "--bad-json-share", "0.4",
+                               *sum((["--prompt", f"q{i}"] for i in range(n)), [])) as (_, url):
+        with run_daemon(home, NODE_ID, url, standin) as node:
+            done = wait_for(url, lambda s: s["accepted"] == n, timeout=60,
+                            what="all served despite bad inbox bodies")
+            assert node.proc.poll() is None
+    assert done["injected"]["badJsonShare"] > 0
+    assert any("inbox" in e.get("event", "") for e in node.events
+               if e.get("level") in ("warning", "error"))
