@@ -1,0 +1,209 @@
+"""The checks `verify` runs: each gives a pass/fail line, what was seen, and the fix.
+
+Independent of click, so the daemon (or a future `doctor --watch`) can run the same checks.
+Nothing here prints or returns key material: the key check reports only the address."""
+import os
+import shutil
+import stat
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from node.cliopts import human_bytes
+from node.errors import ConfigError
+from node.home import Home
+
+MAX_SKEW_MS = 30_000          # signed messages expire at 60 s; fail at half of that
+MIN_FREE_BYTES = 1 << 30      # 1 GiB under the home (outbox, log, state)
+MIN_PYTHON = (3, 10)
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+    skipped: bool = False     # not run because a check it depends on failed (ok is then False)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if not self.skipped:
+            d.pop("skipped")
+        return d
+
+
+def skipped(name: str, why: str) -> Check:
+    return Check(name, False, f"not checked: {why}", None, skipped=True)
+
+
+def check_python() -> Check:
+    v = sys.version_info
+    have = f"{v.major}.{v.minor}.{v.micro}"
+    if (v.major, v.minor) >= MIN_PYTHON:
+        return Check("python", True, f"Python {have}")
+    return Check("python", False, f"Python {have} is too old (3.10 or newer is required)",
+                 "install Python 3.10 or newer and reinstall parallelix-node with it")
+
+
+def check_key_file(home: Home) -> list[Check]:
+    """Present; 0600 and owned by us in a 0700 folder; loadable; the address state.json records."""
+    path = home.key
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return [Check("key", False, f"no node key at {path}", "parallelix-node init"),
+                skipped("key-permissions", "no key"), skipped("key-loadable", "no key")]
+    except OSError as e:
+        return [Check("key", False, f"cannot stat {path}: {e.strerror}",
+                      f"check the permissions of {path.parent}"),
+                skipped("key-permissions", "no key"), skipped("key-loadable", "no key")]
+    checks = [Check("key", True, f"{path}")]
+
+    problems, fixes = [], []
+    if st.st_uid != os.getuid():
+        problems.append(f"{path} belongs to uid {st.st_uid}, not you (uid {os.getuid()})")
+        fixes.append(f"sudo chown {os.getuid()} {path}")
+    if st.st_mode & 0o077:
+        problems.append(f"{path} has mode {stat.S_IMODE(st.st_mode):04o}: others can read it")
+        fixes.append(f"chmod 600 {path}")
+    folder = path.parent.stat()
+    if folder.st_mode & 0o077:
+        problems.append(f"{path.parent} has mode {stat.S_IMODE(folder.st_mode):04o}: "
+                        "others can enter it")
+        fixes.append(f"chmod 700 {path.parent}")
+    if problems:
+        checks.append(Check("key-permissions", False, "; ".join(problems), " && ".join(fixes)))
+        checks.append(skipped("key-loadable", "the daemon refuses a key others can read; "
+                                              "fix the permissions first"))
+        return checks
+    checks.append(Check("key-permissions", True, "key 0600, folder 0700"))
+    checks.append(_check_key_loads(home))
+    return checks
+
+
+def _check_key_loads(home: Home) -> Check:
+    from node.identity import address_of, node_key_hash
+    from node.keyfile import read_key
+    from node.state import read_state, update_state
+
+    try:
+        address = address_of(read_key(home.key))
+    except ConfigError:
+        return Check("key-loadable", False,
+                     f"{home.key} does not hold a valid key (expected 0x + 64 hex digits)",
+                     f"restore {home.key} from your backup, or make a new node with "
+                     "parallelix-node init --force (the old node is then orphaned)")
+    except ValueError:
+        return Check("key-loadable", False, f"{home.key} holds a value that is not a valid "
+                     "secp256k1 key", f"restore {home.key} from your backup, or run "
+                     "parallelix-node init --force")
+    recorded = read_state(home).get("address")
+    if recorded is None:
+        update_state(home, address=address, nodeKeyHash=node_key_hash(address))
+        return Check("key-loadable", True, f"address {address} (recorded in state.json)")
+    if recorded != address:
+        return Check("key-loadable", False,
+                     f"the key's address {address} is not the one init recorded ({recorded})",
+                     f"restore the node.key that belongs to this home, or remove {home.state} "
+                     "to adopt this key (verify then records it)")
+    return Check("key-loadable", True, f"address {address}")
+
+
+def check_ollama(base: str, model: str) -> list[Check]:
+    """Reachable, its version, and the configured model pulled there."""
+    from workers.ollama import OllamaError, get_version, has_model, list_models, session
+
+    http = session()
+    flag = "" if base == "http://127.0.0.1:11434" else f" --ollama {base}"
+    try:
+        version = get_version(base, http)
+    except OllamaError as e:
+        return [Check("ollama", False, str(e),
+                      f"start Ollama (ollama serve, or: sudo systemctl start ollama), or point "
+                      f"--ollama / OLLAMA_HOST at it"),
+                skipped("model", f"Ollama at {base} is not reachable")]
+    checks = [Check("ollama", True, f"Ollama {version} at {base}")]
+    try:
+        models = list_models(base, http)
+    except OllamaError as e:
+        return checks + [Check("model", False, str(e), "check Ollama's log: journalctl -u ollama")]
+    if has_model(models, model):
+        checks.append(Check("model", True, f"{model} is pulled at {base}"))
+    else:
+        checks.append(Check("model", False, f"{model} is not pulled at {base}",
+                            f"parallelix-node models pull {model}{flag}"))
+    return checks
+
+
+def check_coordinator(home: Home, url: str) -> list[Check]:
+    """GET /network: reachable with latency; clock skew from its Date header; caches the answer
+    (contracts, chainId, version) in state.json for `status`."""
+    from node.coordinator import Coordinator, CoordinatorError, now_ms
+    from node.state import update_state
+
+    try:
+        info = Coordinator(url, timeout=10.0).network()
+    except CoordinatorError as e:
+        return [Check("coordinator", False, str(e),
+                      "check the network, DNS and firewall, or the --coordinator URL "
+                      "(PARALLELIX_COORDINATOR, config.toml)"),
+                skipped("clock", "the coordinator is not reachable")]
+    received = now_ms()
+    detail = f"{url} answered in {info.latency_ms} ms"
+    extras = [f"{k} {v}" for k, v in (("version", info.version), ("chainId", info.chain_id))
+              if v is not None]
+    checks = [Check("coordinator", True, detail + (f" ({', '.join(extras)})" if extras else ""))]
+    if home.root.is_dir():
+        update_state(home, network={"coordinator": url, "chainId": info.chain_id,
+                                    "contracts": info.contracts, "version": info.version,
+                                    "fetchedAtMs": received})
+    if info.server_time_ms is None:
+        checks.append(Check("clock", True, "not measured: the coordinator sent no Date header"))
+        return checks
+    # Date has whole seconds: the server's clock was within [t, t+1 s) while the answer left,
+    # which happened about half the round trip before we got it.
+    skew = info.server_time_ms + 500 - (received - info.latency_ms // 2)
+    text = f"this clock is {abs(skew) / 1000:.1f} s {'behind' if skew > 0 else 'ahead of'} " \
+           f"the coordinator's (±1 s)"
+    if abs(skew) > MAX_SKEW_MS:
+        checks.append(Check("clock", False, text + "; signed messages expire after 60 s",
+                            "enable time sync: sudo timedatectl set-ntp true (Linux) / "
+                            "sudo sntp -sS time.apple.com (macOS)"))
+    else:
+        checks.append(Check("clock", True, text))
+    return checks
+
+
+def check_disk(home: Home, minimum: int = MIN_FREE_BYTES) -> Check:
+    where: Path = home.root
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError as e:
+        return Check("disk", False, f"cannot measure free space at {where}: {e.strerror}", None)
+    text = f"{human_bytes(free)} free at {where}"
+    if free < minimum:
+        return Check("disk", False, f"{text} (below {human_bytes(minimum)})",
+                     f"free space on the filesystem of {where} (old logs: rm {home.log}.*; "
+                     "unused models: ollama rm NAME)")
+    return Check("disk", True, text)
+
+
+def run_all(home: Home, settings: Any) -> list[Check]:
+    """Every check, in the order `verify` prints them (Ollama and the coordinator in parallel)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        coordinator = pool.submit(check_coordinator, home, settings.coordinator)
+        endpoints = list(dict.fromkeys(w.ollama for w in settings.workers))
+        ollamas = [pool.submit(check_ollama, base, settings.model) for base in endpoints]
+        checks = [check_python(), *check_key_file(home)]
+        for f in ollamas:
+            checks += f.result()
+        checks += coordinator.result()
+    checks.append(check_disk(home))
+    return checks
