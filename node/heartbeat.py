@@ -9,14 +9,15 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 
 import zmq
 
 from ipc import messages as m
-from node import procs
 from node.coordinator import Coordinator, CoordinatorError, Denied, Rejected, now_ms
 from node.identity import Signer
+from workers.parent import parent_gone, term_on_parent_death
 
 log = logging.getLogger("parallelix.heartbeat")
 
@@ -97,6 +98,19 @@ class HeartbeatLoop:
             pass
 
 
+def exit_with_parent(parent_pid: int) -> None:
+    """Exit when the supervisor dies: the kernel's SIGTERM on Linux, and a 1 s poll everywhere
+    (macOS has no pdeathsig). A beat may block on HTTP for seconds, hence a thread."""
+    term_on_parent_death()
+
+    def watch() -> None:
+        while not parent_gone(parent_pid):
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="parallelix-node heartbeat")
     parser.add_argument("--node-id", type=int, required=True)
@@ -108,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s heartbeat %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor decides
-    procs.die_with_parent(args.parent_pid, lambda: os._exit(0))
+    exit_with_parent(args.parent_pid)
     secret = bytes.fromhex(sys.stdin.readline().strip())
     sys.stdin.close()
     signer = Signer(secret)

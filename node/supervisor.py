@@ -267,7 +267,7 @@ class Supervisor:
                 self._denied(e.status, e.code, e.detail)
                 return False
             except Rejected as e:
-                log.error("attach.rejected %s: check the clock (verify) and the key", e)
+                log.error("attach.rejected error=%s: check the clock (verify) and the key", e)
                 self.exit_code = EXIT_FAILURE
                 return False
             await self._sleep_unless_stopping(delay * random.uniform(0.8, 1.2))
@@ -355,7 +355,7 @@ class Supervisor:
                 self._denied(e.status, e.code, e.detail)
                 return
             except Rejected as e:
-                log.error("inbox.rejected %s", e)
+                log.error("inbox.rejected error=%s", e)
                 await self._sleep_unless_stopping(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
@@ -502,7 +502,7 @@ class Supervisor:
                 continue
             except Rejected as e:
                 path = await run_blocking(self.outbox.reject, rid)
-                log.error("result.rejected request=%s %s: a node bug; the signed result is "
+                log.error("result.rejected request=%s error=%s: a node bug; the signed result is "
                           "kept at %s and never retried", rid, e, path)
                 return
             except Denied as e:
@@ -665,7 +665,7 @@ class Supervisor:
                 if rec.slot is slot and rec.lost_at is None:
                     rec.lost_at = now
             if slot.retiring:
-                log.info("worker.retired slot=%s %s", slot.name, reason)
+                log.info("worker.retired slot=%s reason=%s", slot.name, reason)
                 self.slots.remove(slot)
             elif self.stopping:
                 slot.proc, slot.ready = None, False
@@ -696,7 +696,7 @@ class Supervisor:
                 continue
             del self.jobs[rec.job]
             if rec.attempt < MAX_ATTEMPTS and not self.stopping:
-                log.warning("request.retry %s: its worker %s died; trying another worker",
+                log.warning("request.retry request=%s worker=%s: its worker died; trying another",
                             rec.req.id, rec.slot.name)
                 self.pending.appendleft((rec.req, rec.attempt + 1))
             else:
@@ -719,7 +719,7 @@ class Supervisor:
         if self.hb_proc is None or self.hb_proc.poll() is None:
             return
         if self.hb_respawn_at == 0.0:
-            log.warning("heartbeat.died %s: respawning", pool.exit_reason(self.hb_proc))
+            log.warning("heartbeat.died reason=%s: respawning", pool.exit_reason(self.hb_proc))
             self.hb_respawn_at = now + 1.0
         elif now >= self.hb_respawn_at:
             self.hb_respawn_at = 0.0

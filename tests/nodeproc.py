@@ -77,7 +77,8 @@ class Daemon:
 @contextlib.contextmanager
 def run_daemon(home: Path, node_id: int, coordinator: str, ollama: str | list[str],
                *extra: str, env: dict[str, str] | None = None) -> Iterator[Daemon]:
-    """Start `parallelix-node start --json …`; SIGKILL it (and its group) at the end if alive."""
+    """Start `parallelix-node start --json …`; SIGKILL it (and its group) at the end if alive.
+    `ollama=[]` passes no --ollama, so config.toml decides."""
     endpoints = [ollama] if isinstance(ollama, str) else ollama
     args = [sys.executable, "-m", "node.cli", "start", "--json", "--node-id", str(node_id),
             "--coordinator", coordinator, *sum((["--ollama", e] for e in endpoints), []), *extra]

@@ -47,7 +47,7 @@ def get_json(base: str, path: str, http: requests.Session | None = None,
     except requests.Timeout:
         raise OllamaError(f"Ollama at {base} did not answer within {timeout:.0f} s") from None
     except requests.RequestException as e:
-        raise OllamaError(f"Ollama at {base} broke off the answer ({type(e).__name__})") from None
+        raise OllamaError(f"Ollama at {base} could not be read ({type(e).__name__})") from None
     if resp.status_code != 200:
         raise OllamaError(f"Ollama at {base} answered {resp.status_code}: {_error_text(resp)}",
                           resp.status_code)
