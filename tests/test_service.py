@@ -130,7 +130,8 @@ def test_rendered_unit_passes_systemd_analyze_verify(machine, tmp_path, scope, w
     for key, value in {"Type": "notify", "NotifyAccess": "main", "Restart": "on-failure",
                        "RestartSec": "5", "RestartPreventExitStatus": "2 3", "WatchdogSec": "30",
                        "KillMode": "mixed", "TimeoutStopSec": "30", "NoNewPrivileges": "yes",
-                       "ProtectSystem": "strict", "ProtectHome": "read-only"}.items():
+                       "ProtectSystem": "strict", "ProtectHome": "read-only",
+                       "ExecReload": "/bin/kill -HUP $MAINPID"}.items():
         assert d[key] == [value], key
     if scope == "system":
         assert d["User"] == [ME]
