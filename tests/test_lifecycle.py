@@ -169,6 +169,10 @@ def test_supervisor_sigkill_takes_workers_and_heartbeat_down(node_home, standin)
                      what="heartbeats and a busy worker")
             doc = live(home)
             children = [w["pid"] for w in doc["workers"]] + [doc["heartbeatPid"]]
+            roles = [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                     for pid in children]
+            assert ["workers.inference --slot w0" in roles[0], "--slot w1" in roles[1],
+                    "node.heartbeat" in roles[2]] == [True, True, True], roles
             os.kill(node.proc.pid, signal.SIGKILL)
             node.wait_exit(10)
             took = wait_until(lambda: all(gone(p) for p in children), 10, "children to exit")

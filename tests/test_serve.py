@@ -10,6 +10,8 @@ import pytest
 from eth_hash.auto import keccak
 from eth_keys import keys
 
+from node.home import Home
+from node.livestatus import query_live
 from tests.coord import admin, start_dev_coordinator, stats, wait_for
 from tests.nodeproc import init_home, is_event, run_daemon
 from tests.procs import start_standin
@@ -159,3 +161,21 @@ def test_malformed_inbox_answers_are_survived(tmp_path, node_home, standin):
     assert done["injected"]["badJsonShare"] > 0
     assert any("inbox" in e.get("event", "") for e in node.events
                if e.get("level") in ("warning", "error"))
+
+
+def test_one_worker_per_ollama_endpoint_share_the_load(tmp_path, node_home):
+    home, address = node_home
+    n = 8
+    with start_standin("--models", "llama3.2") as (_, one), \
+            start_standin("--models", "llama3.2") as (_, two):
+        with start_dev_coordinator("--node", f"{NODE_ID}={address}",
+                                   *sum((["--prompt", f"gpu job {i} [[sleep:300]]"]
+                                         for i in range(n)), [])) as (_, url):
+            with run_daemon(home, NODE_ID, url, [one, two]) as node:
+                wait_for(url, lambda s: s["accepted"] == n, timeout=60, what="all served")
+                workers = query_live(Home(home))["workers"]
+                node.signal(signal.SIGTERM)
+                assert node.wait_exit(30) == 0
+    assert sorted(w["endpoint"] for w in workers) == sorted([one, two])
+    assert all(w["served"] > 0 for w in workers) and sum(w["served"] for w in workers) == n
+    assert f"node_id = {NODE_ID}" in (home / "config.toml").read_text()
