@@ -76,6 +76,7 @@ def test_denied_while_serving_stops_with_the_right_state_and_status(node_home, s
             admin(url, "deny", {"code": code})
             assert node.wait_exit(10) == status
             took = time.monotonic() - denied_at
+    print(f"403 {code} -> exit {status} in {took:.2f}s")
     assert took < 5.0 + 1.0  # PROTOCOL.md: within 5 s (+1 s: the heartbeat interval here)
     if state:
         assert read_state(home)["state"] == state
