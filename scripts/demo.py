@@ -174,29 +174,27 @@ def report(stats: dict[str, Any], address: str) -> bool:
     return verified == total
 
 
-def run(args: argparse.Namespace, work: Path) -> bool:
+def run(args: argparse.Namespace, work: Path, kids: Children) -> bool:
     """The whole demo inside one temp folder; True on full success."""
     home = work / "home"
     address = harness.init_home(home)
     say(f"Made a node key in {home}: address {address}")
-    with Children() as kids:
-        ollama, standin = choose_ollama(kids, args.model, args.standin)
-        summary = work / "summary.json"
-        prompts = harness.write_prompts(work / "prompts.jsonl", PROMPTS)
-        coordinator = kids.coordinator(
-            "--node", f"{NODE_ID}={address}", "--prompts-file", str(prompts),
-            "--model", args.model, "--options", json.dumps(OPTIONS), "--heartbeat-ms", "2000",
-            "--exit-when-done", "--summary-json", str(summary))
-        say(f"Local coordinator at {coordinator.url} with {len(PROMPTS)} prompts for node "
-            f"{NODE_ID}.")
-        say(f"Starting the node: parallelix-node start --node-id {NODE_ID} --workers {WORKERS}")
-        node = kids.node(home, NODE_ID, coordinator.url, ollama, WORKERS, args.model,
-                         on_line=lambda line: say(f"node | {line}"))
-        wait_for_outcomes(coordinator, node, TIMEOUT_STANDIN if standin else TIMEOUT_REAL)
-        say("Every prompt has an outcome; stopping the node (SIGTERM).")
-        code = node.stop()
-        say(f"The node stopped with exit status {code}." + (
-            " It left processes behind; they were killed." if node.left_behind else ""))
+    ollama, standin = choose_ollama(kids, args.model, args.standin)
+    summary = work / "summary.json"
+    prompts = harness.write_prompts(work / "prompts.jsonl", PROMPTS)
+    coordinator = kids.coordinator(
+        "--node", f"{NODE_ID}={address}", "--prompts-file", str(prompts),
+        "--model", args.model, "--options", json.dumps(OPTIONS), "--heartbeat-ms", "2000",
+        "--exit-when-done", "--summary-json", str(summary))
+    say(f"Local coordinator at {coordinator.url} with {len(PROMPTS)} prompts for node {NODE_ID}.")
+    say(f"Starting the node: parallelix-node start --node-id {NODE_ID} --workers {WORKERS}")
+    node = kids.node(home, NODE_ID, coordinator.url, ollama, WORKERS, args.model,
+                     on_line=lambda line: say(f"node | {line}"))
+    wait_for_outcomes(coordinator, node, TIMEOUT_STANDIN if standin else TIMEOUT_REAL)
+    say("Every prompt has an outcome; stopping the node (SIGTERM).")
+    code = node.stop()
+    say(f"The node stopped with exit status {code}." + (
+        " It left processes behind; they were killed." if node.left_behind else ""))
     say()
     verified = report(json.loads(summary.read_text(encoding="utf-8")), address)
     return verified and code == 0 and not node.left_behind
@@ -214,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sys.stdout.reconfigure(errors="replace")
     try:
-        with tempfile.TemporaryDirectory(prefix="pxdemo-") as work:
-            ok = run(args, Path(work))
+        with tempfile.TemporaryDirectory(prefix="pxdemo-") as work, Children() as kids:
+            ok = run(args, Path(work), kids)
     except HarnessError as e:
         say(f"demo: error: {e}")
         return 1
