@@ -89,13 +89,16 @@ def bench_prompts(n: int) -> list[dict[str, Any]]:
     return [{"prompt": f"bench request {i}: {FILLER}"} for i in range(n)]
 
 
-def generate_all(url: str, items: list[dict[str, Any]]) -> None:
-    """Stream /api/generate for each item, one after another, reading every chunk.
+def generate_all(url: str, items: list[dict[str, Any]], end: float) -> None:
+    """Stream /api/generate for each item, one after another, reading every chunk, until
+    monotonic time `end`.
 
     Each call gets a fresh connection (and session): on a reused one the stand-in's many small
     writes meet the client's delayed ACK (the stand-in leaves Nagle on) and every call waits
     ~40 ms, which would measure TCP, not the stand-in."""
     for item in items:
+        if time.monotonic() > end:
+            raise HarnessError("calling the stand-in directly took too long")
         body = {"model": MODEL, "options": OPTIONS, "stream": True, **item}
         try:
             with harness.HttpSession(CALL_TIMEOUT) as http, \
@@ -108,11 +111,12 @@ def generate_all(url: str, items: list[dict[str, Any]]) -> None:
             raise HarnessError(f"the stand-in's stream for {item['prompt'][:20]!r} did not end")
 
 
-def direct_rps(url: str, items: list[dict[str, Any]], clients: int) -> float:
+def direct_rps(url: str, items: list[dict[str, Any]], clients: int, timeout: float) -> float:
     """Requests/s of the stand-in called directly by `clients` threads."""
     shares = [items[i::clients] for i in range(clients)]
+    end = time.monotonic() + timeout
     with ThreadPoolExecutor(clients) as pool:
-        seconds, _ = timed(lambda: list(pool.map(lambda s: generate_all(url, s), shares)))
+        seconds, _ = timed(lambda: list(pool.map(lambda s: generate_all(url, s, end), shares)))
     return len(items) / seconds
 
 
@@ -162,7 +166,7 @@ def end_to_end(config: Config, work: Path, kids: Children) -> list[Measurement]:
     for workers in (1, 4):
         progress(f"end to end: {config.requests} requests, {workers} client(s) direct, "
                  f"then the node with {workers} worker(s)")
-        baseline = direct_rps(standin, items, workers)
+        baseline = direct_rps(standin, items, workers, config.e2e_timeout)
         value = node_rps(kids, home, address, standin, workers, prompts, config.requests,
                          config.e2e_timeout)
         results.append(Measurement(f"end to end, {workers} worker(s)", "req/s", value,
