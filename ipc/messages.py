@@ -4,7 +4,7 @@ Sockets (DESIGN.md):
 - work:      supervisor ROUTER <-> worker DEALER     (`ToWorker` / `FromWorker`)
 - heartbeat: supervisor PAIR   <-> heartbeat PAIR    (`ToHeartbeat` / `FromHeartbeat`)
 - control:   supervisor ROUTER <-> local client REQ  (`ControlRequest` / `ControlReply`)
-- events:    supervisor PUB     -> local client SUB  (`Event`)
+- events:    supervisor XPUB    -> local client SUB  (`Event`)
 
 Nothing else crosses a socket: no pickles, no bare dicts, never the key.
 """
@@ -187,7 +187,12 @@ class RequestFailed(_Event, tag="request.failed"):
     reason: str
 
 
-Event = Union[StateTransition, RequestServed, RequestFailed]
+class WatchHello(_Event, tag="watch.hello"):
+    """Published when a subscriber joins: proof to it that its subscription is live."""
+    state: str
+
+
+Event = Union[StateTransition, RequestServed, RequestFailed, WatchHello]
 
 encoder = msgspec.msgpack.Encoder()
 from_worker = msgspec.msgpack.Decoder(FromWorker)

@@ -142,7 +142,7 @@ def check_coordinator(home: Home, url: str) -> list[Check]:
     """GET /network: reachable with latency; clock skew from its Date header; caches the answer
     (contracts, chainId, version) in state.json for `status`."""
     from node.coordinator import Coordinator, CoordinatorError, now_ms
-    from node.state import update_state
+    from node.state import record_network
 
     try:
         info = Coordinator(url, timeout=10.0).network()
@@ -157,9 +157,7 @@ def check_coordinator(home: Home, url: str) -> list[Check]:
               if v is not None]
     checks = [Check("coordinator", True, detail + (f" ({', '.join(extras)})" if extras else ""))]
     if home.root.is_dir():
-        update_state(home, network={"coordinator": url, "chainId": info.chain_id,
-                                    "contracts": info.contracts, "version": info.version,
-                                    "fetchedAtMs": received})
+        record_network(home, url, info, received)
     if info.server_time_ms is None:
         checks.append(Check("clock", True, "not measured: the coordinator sent no Date header"))
         return checks

@@ -41,3 +41,10 @@ def update_state(home: Home, **fields: Any) -> dict[str, Any]:
     write_atomic(home.state, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(),
                  mode=0o600)
     return data
+
+
+def record_network(home: Home, coordinator: str, info: Any, fetched_at_ms: int) -> None:
+    """Cache a /network answer (a `NetworkInfo`) so `status` shows contracts offline."""
+    update_state(home, network={"coordinator": coordinator, "chainId": info.chain_id,
+                                "contracts": info.contracts, "version": info.version,
+                                "fetchedAtMs": fetched_at_ms})

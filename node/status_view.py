@@ -74,10 +74,40 @@ def render_status(doc: dict[str, Any]) -> list[str]:
                              "run parallelix-node verify)"))
     else:
         rows.append(("contracts", "unknown (run parallelix-node verify to fetch them)"))
-    rows.append(("daemon", "running" if doc.get("live") else "not running (or not answering)"))
-    for key, value in doc.items():  # live fields this renderer does not know yet
-        if key not in _FIELDS:
-            rows.append((key, _fmt(value)))
+    if doc.get("live"):
+        rows += _live_rows(doc)
+    else:
+        rows.append(("daemon", "not running (or not answering)"))
     rows.append(("home", _fmt(doc.get("home"))))
     width = max(len(k) for k, _ in rows)
     return [f"{k:<{width}}  {v}" if k else f"{'':<{width}}  {v}" for k, v in rows]
+
+
+def _live_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """The running daemon's view (the control socket's StatusReply)."""
+    beat = doc.get("lastHeartbeatAckMs")
+    rows = [("daemon", f"running, pid {doc.get('pid')}, up {_duration(doc.get('uptimeS'))}, "
+                       f"version {doc.get('version')}"),
+            ("served", f"{doc.get('served')} served, {doc.get('failed')} failed, "
+                       f"{doc.get('outboxDepth')} in the outbox"),
+            ("heartbeat", f"pid {_fmt(doc.get('heartbeatPid'))}, last acknowledged "
+                          + (f"{_ago(beat)} ago" if isinstance(beat, int) else "never"))]
+    for w in doc.get("workers") or []:
+        busy = f"busy {w.get('requestId') or ''}".strip() if w.get("busy") else "idle"
+        rows.append((f"worker {w.get('slot')}",
+                     f"pid {_fmt(w.get('pid'))} {busy} on {w.get('endpoint')} "
+                     f"({w.get('served')} served, {w.get('failed')} failed, "
+                     f"{w.get('restarts')} restarts)"))
+    return rows
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, int):
+        return "-"
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def _ago(ms: int) -> str:
+    import time
+    return _duration(max(0, int(time.time() - ms / 1000)))

@@ -34,7 +34,7 @@ from node.outbox import Outbox
 from node.results import signed_failure, signed_success
 from node.runlock import RunLock, clear_stale_sockets
 from node.settings import Settings
-from node.state import ACTIVE, STATE_FOR_403, current_state, update_state
+from node.state import ACTIVE, STATE_FOR_403, current_state, record_network, update_state
 from node.version import cli_version
 
 log = logging.getLogger("parallelix.supervisor")
@@ -157,7 +157,7 @@ class Supervisor:
         for slot in self.slots:
             pool.spawn_worker(slot, self.work_endpoint, os.getpid())
         for coro in (self._recv_work(), self._recv_heartbeat(), self._recv_control(),
-                     self._handle_signals(), self._tick()):
+                     self._recv_subscriptions(), self._handle_signals(), self._tick()):
             self._task(coro)
         await self._wait_workers_ready()
         if not self.stopping and await self._attach():
@@ -212,7 +212,8 @@ class Supervisor:
             self.control = self.ctx.socket(zmq.ROUTER)
             self.control.setsockopt(zmq.MAXMSGSIZE, m.MAX_SMALL_MESSAGE)
             self.control.bind(self.home.endpoint("control.sock"))
-            self.events = self.ctx.socket(zmq.PUB)
+            self.events = self.ctx.socket(zmq.XPUB)
+            self.events.setsockopt(zmq.XPUB_VERBOSE, 1)
             self.events.setsockopt(zmq.SNDHWM, 1000)
             self.events.bind(self.home.endpoint("events.sock"))
         finally:
@@ -255,6 +256,7 @@ class Supervisor:
         """Attach with the signed manifest; retry while the coordinator is unreachable."""
         manifest = self.run_cfg.manifest
         digest = manifest_hash(manifest)
+        await run_blocking(self._refresh_network)
         delay = 1.0
         while not self.stopping:
             try:
@@ -286,6 +288,15 @@ class Supervisor:
     def _coordinator_ok(self) -> None:
         """The coordinator answered a call: results backing off after an outage go now."""
         self.coordinator_answered.set()
+
+    def _refresh_network(self) -> None:
+        """Cache the public /network answer (contract addresses) for `status`; best effort."""
+        try:
+            info = self.coord.network()
+        except CoordinatorError as e:
+            log.warning("network.unavailable reason=%s", e)
+            return
+        record_network(self.home, self.coord.base, info, now_ms())
 
     def _denied(self, status: int, code: str, detail: str) -> None:
         """403/404 from any endpoint or process: stop within 5 s (PROTOCOL.md)."""
@@ -567,6 +578,13 @@ class Supervisor:
             except m.DecodeError as e:
                 reply = m.ControlError(error=f"bad request: {e}")
             await self._send(self.control, *envelope, m.encoder.encode(reply))
+
+    async def _recv_subscriptions(self) -> None:
+        """Greet each new event subscriber, so it knows from when on it sees every event."""
+        while True:
+            frame = await self.events.recv()
+            if frame[:1] == b"\x01":
+                self._publish(m.WatchHello(at_ms=now_ms(), state=self.state))
 
     def snapshot(self) -> m.StatusReply:
         """The live status, from memory: never waits on a request in flight."""

@@ -1,10 +1,11 @@
 """The control socket is a documented interface: the README's example must work as written."""
+import json
 import re
 import subprocess
 import sys
 
-from tests.conftest import ROOT, clean_env
-from tests.coord import start_dev_coordinator, wait_for
+from tests.conftest import ROOT, clean_env, one_error_line
+from tests.coord import admin, start_dev_coordinator, wait_for
 from tests.nodeproc import init_home, is_event, run_daemon
 from tests.procs import start_standin
 
@@ -29,3 +30,37 @@ def test_readme_control_socket_example_reports_a_busy_worker(tmp_path):
                                env=clean_env(home), capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["ACTIVE", "7", "0", "[True]"]
+
+
+def test_status_shows_the_live_view_and_watch_streams_events(tmp_path):
+    home = tmp_path / "h"
+    address = init_home(home)
+    with start_standin("--models", "llama3.2") as (_, ollama), \
+            start_dev_coordinator("--node", f"7={address}") as (_, url):
+        with run_daemon(home, 7, url, ollama) as node:
+            node.wait_event(is_event("attached"))
+            watcher = subprocess.Popen([sys.executable, "-m", "node.cli", "status", "--watch",
+                                        "--json"], cwd=ROOT, env=clean_env(home),
+                                       stdout=subprocess.PIPE, text=True)
+            try:
+                hello = json.loads(watcher.stdout.readline())
+                rid = admin(url, "enqueue", {"prompt": "watch [[sleep:3000]]"})["requestId"]
+                wait_for(url, lambda s: s["inflight"], what="the request in flight")
+                plain = subprocess.run([sys.executable, "-m", "node.cli", "status"], cwd=ROOT,
+                                       env=clean_env(home), capture_output=True, text=True,
+                                       timeout=30)
+                line = json.loads(watcher.stdout.readline())
+            finally:
+                watcher.terminate()
+                watcher.wait(10)
+    assert plain.returncode == 0, plain.stderr
+    assert re.search(rf"worker w0 +pid \d+ busy {rid} on {re.escape(ollama)}", plain.stdout)
+    assert "running, pid" in plain.stdout
+    assert hello == {"type": "watch.hello", "atMs": hello["atMs"], "state": "ACTIVE"}
+    assert line["type"] == "request.served" and line["requestId"] == rid
+    assert line["poe"].startswith("0x") and line["model"] == "llama3.2"
+
+
+def test_status_watch_without_a_daemon_says_so(cli):
+    r = cli("status", "--watch")
+    assert r.returncode == 1 and "no daemon runs" in one_error_line(r)

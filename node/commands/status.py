@@ -3,20 +3,41 @@ it is running. Fast: no key, no HTTP, no probing (no requests, eth-account or zm
 import click
 
 from node.cliopts import load_from_flags, settings_options
-from node.clikit import common_options, emit
+from node.clikit import common_options, emit, emit_json_line
 from node.home import Home
 from node.livestatus import query_live
 from node.status_view import offline_status, render_status
 
 
 @click.command("status")
+@click.option("--watch", is_flag=True, help="Stream the running daemon's events (Ctrl-C stops).")
 @common_options
 @settings_options()
 def cmd(home: Home, as_json: bool, coordinator: str | None, ollama: tuple[str, ...],
-        model: str | None) -> None:
+        model: str | None, watch: bool) -> None:
     """Show the node's identity and state (the daemon's live view when it runs)."""
+    if watch:
+        return watch_events(home, as_json)
     settings = load_from_flags(home, coordinator, ollama, model)
     offline = offline_status(home, settings)
     live = query_live(home)
     doc = {**offline, **live, "live": True} if isinstance(live, dict) else {**offline, "live": False}
     emit(as_json, doc, render_status(doc))
+
+
+def watch_events(home: Home, as_json: bool) -> None:
+    """Print each event the daemon publishes: one line, or one JSON object per line."""
+    from node.errors import NodeError
+    from node.livestatus import watch_events as events
+    from node.runlock import running_pid
+
+    if running_pid(home) is None:
+        raise NodeError(f"no daemon runs for {home.root}; start it with parallelix-node start")
+    for event in events(home):
+        if as_json:
+            emit_json_line(event)
+        elif event["type"] == "watch.hello":
+            click.echo(f"watching {home.root} (state {event['state']}); Ctrl-C stops")
+        else:
+            fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "atMs"))
+            click.echo(f"{event['type']} {fields}")
