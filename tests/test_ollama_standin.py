@@ -188,3 +188,10 @@ def test_default_pullable_rule() -> None:
         assert [c.get("status") for c in ollama.pull(base, "anything")][-1] == "success"
         with pytest.raises(ollama.OllamaError, match="file does not exist"):
             list(ollama.pull(base, "missing-model"))
+
+
+def test_an_answer_that_ends_the_connection_says_so(url):
+    with requests.Session() as s:
+        answers = [s.post(f"{url}/api/generate", json={"model": "llama3.2", "prompt": "x"},
+                          headers={"Connection": "close"}) for _ in range(3)]
+    assert [(r.status_code, r.headers.get("Connection")) for r in answers] == [(200, "close")] * 3
