@@ -37,6 +37,7 @@ def query_live(home: Home, timeout_ms: int = 1000) -> dict[str, Any] | None:
         return None
     doc = msgspec.to_builtins(reply)
     doc.pop("type", None)
+    doc["ollama"] = list(dict.fromkeys(w["endpoint"] for w in doc["workers"]))  # what it uses
     return doc
 
 

@@ -173,9 +173,11 @@ def test_one_worker_per_ollama_endpoint_share_the_load(tmp_path, node_home):
                                          for i in range(n)), [])) as (_, url):
             with run_daemon(home, NODE_ID, url, [one, two]) as node:
                 wait_for(url, lambda s: s["accepted"] == n, timeout=60, what="all served")
-                workers = query_live(Home(home))["workers"]
+                doc = query_live(Home(home))
+                workers = doc["workers"]
                 node.signal(signal.SIGTERM)
                 assert node.wait_exit(30) == 0
     assert sorted(w["endpoint"] for w in workers) == sorted([one, two])
+    assert doc["ollama"] == [one, two]
     assert all(w["served"] > 0 for w in workers) and sum(w["served"] for w in workers) == n
     assert f"node_id = {NODE_ID}" in (home / "config.toml").read_text()
