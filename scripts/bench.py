@@ -28,8 +28,9 @@ from typing import Any, Callable, TypeVar
 
 import requests
 
-import harness
-from harness import Child, Children, HarnessError
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file, too
+from scripts import harness  # noqa: E402
+from scripts.harness import Child, Children, HarnessError  # noqa: E402
 
 T = TypeVar("T")
 MODEL = "llama3.2"

@@ -10,7 +10,6 @@ Exit 0 only if every prompt was accepted and verified.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -20,12 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eth_hash.auto import keccak
-from eth_keys import keys
-from eth_keys.exceptions import BadSignature, ValidationError
 
-import harness
-from harness import Children, HarnessError
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file, too
+from scripts import harness  # noqa: E402
+from scripts import protocol_verify as pv  # noqa: E402
+from scripts.harness import Children, HarnessError  # noqa: E402
 
 NODE_ID = 1
 WORKERS = 2
@@ -104,17 +102,12 @@ def wait_for_outcomes(coordinator: harness.Child, node: harness.Child, timeout: 
                            f"{coordinator.last_words()}")
 
 
-def recover(text: str, signature: str) -> str | None:
-    """The address that personal-signed (EIP-191) `text`, recovered with eth_keys; None if the
-    signature is malformed."""
-    data = text.encode()
-    digest = keccak(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data)
+def signer_of(text: str, signature: str) -> str | None:
+    """Who personal-signed `text`, by the dev coordinator's verifier (eth_keys, not the node's
+    signing code); None for a garbled signature."""
     try:
-        raw = bytes.fromhex(signature.removeprefix("0x"))
-        sig = keys.Signature(vrs=(raw[64] - 27, int.from_bytes(raw[:32], "big"),
-                                  int.from_bytes(raw[32:64], "big")))
-        return sig.recover_public_key_from_msg_hash(digest).to_checksum_address()
-    except (ValueError, IndexError, BadSignature, ValidationError):
+        return pv.recover_address(text, signature)
+    except pv.SignatureFormatError:
         return None
 
 
@@ -132,13 +125,11 @@ class Check:
 
 def check(request_id: str, body: dict[str, Any], address: str) -> Check:
     """PoE = sha256(requestId ‖ result ‖ nodeId), and both signatures by the node's address."""
-    data = request_id.encode() + body["result"].encode() + str(NODE_ID).encode()
-    poe = "0x" + hashlib.sha256(data).hexdigest()
+    poe = pv.expected_poe(request_id, body["result"], NODE_ID)
     return Check(poe=body["poe"] == poe,
-                 signature=recover(f"parallelix-node:result:{request_id}",
-                                   body["signature"]) == address,
-                 poe_signature=recover(f"parallelix-node:poe:{request_id}:{poe}",
-                                       body["poeSignature"]) == address)
+                 signature=signer_of(pv.result_text(request_id), body["signature"]) == address,
+                 poe_signature=signer_of(pv.poe_text(request_id, poe),
+                                         body["poeSignature"]) == address)
 
 
 def mark(ok: bool) -> str:

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import protocol_verify as pv  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file, too
+from scripts import protocol_verify as pv  # noqa: E402
 
 STATUS = {
     "bad_request": 400, "bad_signature": 400, "bad_poe": 400,

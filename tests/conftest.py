@@ -1,6 +1,7 @@
 """Shared fixtures: an isolated node home and the CLI run as a real subprocess."""
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,28 @@ def one_error_line(r: subprocess.CompletedProcess) -> str:
     assert len(lines) == 1, r.stderr
     assert "Traceback" not in r.stderr
     return lines[0]
+
+
+@pytest.fixture
+def closed_port():
+    """A loopback port that refuses connections: bound, never listening."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    yield s.getsockname()[1]
+    s.close()
+
+
+@pytest.fixture
+def node_home(tmp_path: Path) -> tuple[Path, str]:
+    """A home after `init`, and its node address."""
+    from tests.nodeproc import init_home
+    home = tmp_path / "h"
+    return home, init_home(home)
+
+
+@pytest.fixture
+def standin():
+    """A running Ollama stand-in with llama3.2; yields its URL."""
+    from tests.procs import start_standin
+    with start_standin("--models", "llama3.2") as (_, url):
+        yield url

@@ -2,7 +2,6 @@
 import hashlib
 import json
 import re
-import sys
 import threading
 import time
 
@@ -12,8 +11,7 @@ import requests
 from node.identity import Signer, new_secret, node_key_hash
 from tests.coord import ROOT, FakeNode, admin, now_ms, sample_manifest, start_dev_coordinator, stats, wait_for
 
-sys.path.insert(0, str(ROOT / "scripts"))
-import protocol_verify as pv  # noqa: E402
+from scripts import protocol_verify as pv
 
 NODE = 7
 

@@ -6,7 +6,7 @@ import stat
 from eth_account import Account
 from eth_hash.auto import keccak
 
-from conftest import one_error_line
+from tests.conftest import one_error_line
 
 
 def mode(path) -> int:

@@ -14,8 +14,7 @@ from node.home import Home
 from node.livestatus import query_live
 from tests.conftest import ROOT, clean_env
 from tests.coord import admin, start_dev_coordinator, wait_for
-from tests.nodeproc import init_home, is_event, run_daemon
-from tests.procs import start_standin
+from tests.nodeproc import is_event, run_daemon
 
 NODE_ID = 7
 
@@ -48,18 +47,6 @@ def live(home: Path) -> dict:
     doc = query_live(Home(home))
     assert doc is not None, "the daemon's control socket did not answer"
     return doc
-
-
-@pytest.fixture
-def node_home(tmp_path):
-    home = tmp_path / "h"
-    return home, init_home(home)
-
-
-@pytest.fixture
-def standin():
-    with start_standin("--models", "llama3.2") as (_, url):
-        yield url
 
 
 @pytest.mark.parametrize("code,state,status", [

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import node.logtail as logtail
-from conftest import ROOT, one_error_line
+from tests.conftest import ROOT, one_error_line
 
 
 class LineReader:

@@ -2,14 +2,13 @@
 import json
 import os
 import pty
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT, one_error_line
-from fakes import FakeOllama, tag
+from tests.conftest import ROOT, one_error_line
+from tests.fakes import FakeOllama, tag
 from workers.ollama import OllamaError, pull
 
 
@@ -18,15 +17,6 @@ def ollama():
     with FakeOllama([tag("llama3.2:latest"), tag("qwen3:8b", size=5_200_000_000,
                                                      family="qwen3", quant="Q4_K_M")]) as fake:
         yield fake
-
-
-@pytest.fixture
-def closed_port():
-    """A loopback port that refuses connections: bound, never listening."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    yield s.getsockname()[1]
-    s.close()
 
 
 def test_list_json_skips_cloud_stub(cli, ollama):

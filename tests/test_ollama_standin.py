@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from procs import start_standin
+from tests.procs import start_standin
 from workers import ollama
 
 HEX64 = re.compile(r"[0-9a-f]{64}")

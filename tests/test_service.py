@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, clean_env, one_error_line
+from tests.conftest import ROOT, clean_env, one_error_line
 
 STANDINS = ROOT / "tests" / "fixtures" / "service-bin"
 ENTRY = Path(sys.executable).parent / "parallelix-node"

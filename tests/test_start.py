@@ -15,12 +15,6 @@ from tests.procs import start_standin
 NODE_ID = 7
 
 
-@pytest.fixture
-def standin():
-    with start_standin("--models", "llama3.2") as (_, url):
-        yield url
-
-
 def test_start_without_a_key_says_to_init(cli):
     r = cli("start", "--node-id", "3", "--coordinator", "http://127.0.0.1:9")
     assert r.returncode == 2

@@ -6,8 +6,8 @@ import sys
 
 from click.testing import CliRunner
 
-from conftest import ROOT, clean_env, one_error_line
-from fakes import NETWORK, FakeCoordinator, FakeOllama, tag
+from tests.conftest import ROOT, clean_env, one_error_line
+from tests.fakes import NETWORK, FakeCoordinator, FakeOllama, tag
 from node.home import Home
 from node.settings import load_settings
 from node.status_view import offline_status, render_status

@@ -1,12 +1,11 @@
 """`verify`: every check against loopback fakes, with the fix printed for each failure."""
 import json
 import os
-import socket
 
 import pytest
 
-from conftest import one_error_line
-from fakes import NETWORK, FakeCoordinator, FakeOllama, tag
+from tests.conftest import one_error_line
+from tests.fakes import NETWORK, FakeCoordinator, FakeOllama, tag
 from node.diagnostics import check_disk
 from node.home import Home
 
@@ -21,14 +20,6 @@ def ollama():
 def coord():
     with FakeCoordinator() as fake:
         yield fake
-
-
-@pytest.fixture
-def closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    yield s.getsockname()[1]
-    s.close()
 
 
 def verify(cli, ollama_url, coord_url, *extra, env=None):

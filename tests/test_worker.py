@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from ipc.messages import Done, Failed, Job, Ping, Pong, Ready, Stop
-from procs import (ROOT, Router, closed_port_url, job, kill_quietly, read_line, router,
+from tests.procs import (ROOT, Router, closed_port_url, job, kill_quietly, read_line, router,
                    start_standin, start_worker, wait_gone, worker_command)
 
 
