@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from node.home import Home, resolve_home
+from node.home import resolve_home
 
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -6,7 +6,6 @@ import os
 import shutil
 import stat
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -122,8 +121,8 @@ def check_ollama(base: str, model: str) -> list[Check]:
         version = get_version(base, http)
     except OllamaError as e:
         return [Check("ollama", False, str(e),
-                      f"start Ollama (ollama serve, or: sudo systemctl start ollama), or point "
-                      f"--ollama / OLLAMA_HOST at it"),
+                      "start Ollama (ollama serve, or: sudo systemctl start ollama), or point "
+                      "--ollama / OLLAMA_HOST at it"),
                 skipped("model", f"Ollama at {base} is not reachable")]
     checks = [Check("ollama", True, f"Ollama {version} at {base}")]
     try:
