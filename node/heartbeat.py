@@ -17,6 +17,7 @@ import zmq
 from ipc import messages as m
 from node.coordinator import Coordinator, CoordinatorError, Denied, Rejected, now_ms
 from node.identity import Signer
+from workers.logfmt import log_to_stderr
 from workers.parent import parent_gone, term_on_parent_death
 
 log = logging.getLogger("parallelix.heartbeat")
@@ -119,8 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--interval-ms", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s heartbeat %(message)s")
+    log_to_stderr("heartbeat")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor decides
     exit_with_parent(args.parent_pid)
     secret = bytes.fromhex(sys.stdin.readline().strip())

@@ -6,17 +6,12 @@ import json
 import logging
 import logging.handlers
 import sys
-import time
 from pathlib import Path
+
+from workers.logfmt import UtcFormatter
 
 LOG_BYTES = 10 * 1024 * 1024
 LOG_BACKUPS = 5
-
-
-class _UtcFormatter(logging.Formatter):
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + \
-            f".{int(record.msecs):03d}Z"
 
 
 def event_fields(message: str) -> dict[str, str]:
@@ -48,14 +43,14 @@ def setup_logging(log_path: Path, as_json: bool, debug: bool = False) -> None:
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     file_handler = logging.handlers.RotatingFileHandler(log_path, maxBytes=LOG_BYTES,
                                                         backupCount=LOG_BACKUPS, encoding="utf-8")
-    file_handler.setFormatter(_UtcFormatter("%(asctime)s %(levelname)s %(message)s"))
+    file_handler.setFormatter(UtcFormatter("%(asctime)s %(levelname)s %(message)s"))
     root.addHandler(file_handler)
     if as_json:
         console = logging.StreamHandler(sys.stdout)
         console.setFormatter(JsonLineFormatter())
     else:
         console = logging.StreamHandler(sys.stderr)
-        console.setFormatter(_UtcFormatter("%(asctime)s %(message)s"))
+        console.setFormatter(UtcFormatter("%(asctime)s %(message)s"))
     root.addHandler(console)
     for noisy in ("urllib3", "requests"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -31,13 +31,12 @@ class RunLock:
         self._fd = fd
 
     def release(self) -> None:
+        """Unlock and remove the pid file, and `run/` itself when nothing else is left in it."""
         if self._fd is not None:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+            self.path.unlink(missing_ok=True)
             os.close(self._fd)
             self._fd = None
+            remove_empty_dir(self.home.run)
 
 
 def running_pid(home: Home) -> int | None:
@@ -65,3 +64,10 @@ def clear_stale_sockets(folder: Path) -> None:
             os.unlink(folder / name)
         except FileNotFoundError:
             pass
+
+
+def remove_empty_dir(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # not empty (another file appeared) or already gone: leave it

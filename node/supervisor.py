@@ -32,7 +32,7 @@ from node.inbox import InboxRequest, Malformed, parse_inbox
 from node.manifest import manifest_hash
 from node.outbox import Outbox
 from node.results import signed_failure, signed_success
-from node.runlock import RunLock, clear_stale_sockets
+from node.runlock import RunLock, clear_stale_sockets, remove_empty_dir
 from node.settings import Settings
 from node.state import ACTIVE, STATE_FOR_403, current_state, record_network, update_state
 from node.version import cli_version
@@ -196,7 +196,7 @@ class Supervisor:
         clear_stale_sockets(folder)
         self.ctx = zmq.asyncio.Context()
         self.ctx.linger = 0
-        old_umask = os.umask(0o077)  # sockets are created 0600 (bind has no mode option)
+        old_umask = os.umask(0o177)  # bind has no mode option: this makes the sockets 0600
         try:
             self.work_endpoint = self.home.endpoint("work.sock")
             self.work = self.ctx.socket(zmq.ROUTER)
@@ -221,11 +221,11 @@ class Supervisor:
 
     def _close_sockets(self) -> None:
         self.ctx.destroy(linger=0)
-        clear_stale_sockets(self.home.socket_dir())
-        try:
-            self.home.run_pointer.unlink()
-        except FileNotFoundError:
-            pass
+        folder = self.home.socket_dir()
+        clear_stale_sockets(folder)
+        if folder != self.home.run:
+            self.home.run_pointer.unlink(missing_ok=True)
+            remove_empty_dir(folder)
 
     # --- state machine --------------------------------------------------------------------
 

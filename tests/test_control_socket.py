@@ -1,8 +1,10 @@
 """The control socket is a documented interface: the README's example must work as written."""
 import json
 import re
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import ROOT, clean_env, one_error_line
 from tests.coord import admin, start_dev_coordinator, wait_for
@@ -28,6 +30,10 @@ def test_readme_control_socket_example_reports_a_busy_worker(tmp_path):
             wait_for(url, lambda s: s["inflight"], what="a busy worker")
             r = subprocess.run([sys.executable, "-c", readme_example()], cwd=tmp_path,
                                env=clean_env(home), capture_output=True, text=True, timeout=30)
+            modes = [(p.name, p.stat().st_mode & 0o777) for p in
+                     [home / "run", *sorted((home / "run").glob("*.sock"))]]
+    assert modes == [("run", 0o700), ("control.sock", 0o600), ("events.sock", 0o600),
+                     ("heartbeat.sock", 0o600), ("work.sock", 0o600)]
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["ACTIVE", "7", "0", "[True]"]
 
@@ -64,3 +70,23 @@ def test_status_shows_the_live_view_and_watch_streams_events(tmp_path):
 def test_status_watch_without_a_daemon_says_so(cli):
     r = cli("status", "--watch")
     assert r.returncode == 1 and "no daemon runs" in one_error_line(r)
+
+
+def test_a_home_too_long_for_unix_sockets_uses_a_short_private_folder(tmp_path, standin):
+    home = tmp_path / ("a-rather-long-folder-name-for-a-node-home-" * 3) / "h"
+    assert len(str(home / "run" / "control.sock")) > 107
+    address = init_home(home)
+    with start_dev_coordinator("--node", f"7={address}", "--prompt", "long home") as (_, url):
+        with run_daemon(home, 7, url, standin) as node:
+            wait_for(url, lambda s: s["accepted"] == 1, timeout=30, what="served")
+            folder = Path((home / "run.path").read_text().strip())
+            mode = folder.stat().st_mode & 0o777
+            sock_mode = (folder / "control.sock").stat().st_mode & 0o777
+            doc = json.loads(subprocess.run(
+                [sys.executable, "-m", "node.cli", "status", "--json"], cwd=ROOT,
+                env=clean_env(home), capture_output=True, text=True, timeout=30).stdout)
+            node.signal(signal.SIGTERM)
+            assert node.wait_exit(30) == 0
+    assert len(str(folder / "control.sock")) < 100 and (mode, sock_mode) == (0o700, 0o600)
+    assert doc["live"] is True and doc["served"] == 1
+    assert not (home / "run.path").exists() and not folder.exists() and not (home / "run").exists()

@@ -29,6 +29,7 @@ import zmq
 from ipc.messages import (MAX_WORK_MESSAGE, DecodeError, Done, Failed, FromWorker, Job, Ping,
                           Pong, Ready, Stop, encoder, to_worker)
 from workers.generate import Generator, Timeouts
+from workers.logfmt import log_to_stderr
 from workers.parent import parent_gone, term_on_parent_death
 
 log = logging.getLogger("workers.inference")
@@ -175,8 +176,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     args = parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format=f"%(asctime)s worker {args.slot} %(levelname)s %(message)s")
+    log_to_stderr(f"worker {args.slot}")
     parent_pid = args.parent_pid or os.getppid()
     term_on_parent_death()
     if parent_gone(parent_pid):
