@@ -45,7 +45,8 @@ NETWORK = {
     },
     "version": "dev",
 }
-FAULT_FIELDS = (("failShare", "fail_share"), ("loseAcks", "lose_acks"), ("badJsonShare", "bad_json_share"))
+FAULT_FIELDS = (("failShare", "fail_share"), ("loseAcks", "lose_acks"), ("badJsonShare", "bad_json_share"),
+                ("rejectResults", "reject_results"))
 MAX_LONG_POLL_MS = 30_000
 MAX_BODY = 64 * 1024 * 1024
 DECIMAL = re.compile(r"[0-9]+")
@@ -348,12 +349,13 @@ class Faults:
     fail_share: float = 0.0
     lose_acks: float = 0.0
     bad_json_share: float = 0.0
+    reject_results: float = 0.0
     deny: str | None = None
     deny_after_results: int | None = None
 
     def public(self) -> dict[str, Any]:
         return {"failShare": self.fail_share, "loseAcks": self.lose_acks, "badJsonShare": self.bad_json_share,
-                "deny": self.deny, "denyAfterResults": self.deny_after_results}
+                "rejectResults": self.reject_results, "deny": self.deny, "denyAfterResults": self.deny_after_results}
 
 
 @dataclass
@@ -916,6 +918,9 @@ class Handler(BaseHTTPRequestHandler):
                 call.endpoint = f"failure {msg.code}"
                 note = coord.report_failure(call, msg)
                 return Reply(200, {"accepted": True}, note)
+            if coord.roll("reject_results"):
+                return Reply(400, {"error": "bad_poe", "detail": "injected: result refused"},
+                             "rejected 400 bad_poe (injected)")
             coord.submit_result(call, msg)
             if coord.roll("lose_acks"):
                 drop = coord.pick(2) == 0
@@ -1050,6 +1055,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lose-acks", type=_share, default=0.0,
                    help="share of accepted results answered 500 or with a dropped connection")
     p.add_argument("--bad-json-share", type=_share, default=0.0, help="share of inbox polls answered malformed")
+    p.add_argument("--reject-results", type=_share, default=0.0,
+                   help="share of results answered 400 bad_poe without recording them")
     p.add_argument("--seed", type=int, help="seed of the fault-injection RNG")
     p.add_argument("--exit-when-done", action="store_true",
                    help="exit 0 once every queued request is accepted or failed for good")
@@ -1076,7 +1083,8 @@ def build(args: argparse.Namespace) -> Coordinator:
     settings = Settings(heartbeat_ms=args.heartbeat_ms, poll_ms=args.poll_ms, model=args.model,
                         options=args.options, deadline_ms=args.deadline_ms, grace_ms=args.grace_ms,
                         max_attempts=args.max_attempts, enforce_deadlines=args.enforce_deadlines)
-    faults = Faults(args.fail_share, args.lose_acks, args.bad_json_share, args.deny, args.deny_after_results)
+    faults = Faults(args.fail_share, args.lose_acks, args.bad_json_share, args.reject_results, args.deny,
+                    args.deny_after_results)
     coord = Coordinator(settings, faults, args.seed)
     for node_id, key in args.node:
         coord.register_node(node_id, key)

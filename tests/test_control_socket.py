@@ -90,3 +90,37 @@ def test_a_home_too_long_for_unix_sockets_uses_a_short_private_folder(tmp_path, 
     assert len(str(folder / "control.sock")) < 100 and (mode, sock_mode) == (0o700, 0o600)
     assert doc["live"] is True and doc["served"] == 1
     assert not (home / "run.path").exists() and not folder.exists() and not (home / "run").exists()
+
+
+def test_garbage_on_the_daemons_sockets_is_refused_and_it_keeps_serving(node_home, standin):
+    import zmq
+
+    from ipc import messages as m
+    home, address = node_home
+    with start_dev_coordinator("--node", f"7={address}") as (_, url):
+        with run_daemon(home, 7, url, standin) as node:
+            node.wait_event(is_event("attached"))
+            ctx = zmq.Context()
+            try:
+                control = ctx.socket(zmq.REQ)
+                control.setsockopt(zmq.RCVTIMEO, 5000)
+                control.connect(f"ipc://{home}/run/control.sock")
+                control.send(b"\x93not a request")
+                refused = m.control_reply.decode(control.recv())
+                control.send(m.encoder.encode(m.StatusRequest()))
+                still = m.control_reply.decode(control.recv())
+                intruder = ctx.socket(zmq.DEALER)
+                intruder.setsockopt(zmq.IDENTITY, b"intruder")
+                intruder.connect(f"ipc://{home}/run/work.sock")
+                intruder.send(b"garbage")
+                intruder.send(m.encoder.encode(m.Done(job=99, request_id="req_forged", text="x",
+                                                      metrics=m.Metrics())))
+                node.wait_event(is_event("work.malformed"))
+                node.wait_event(is_event("work.unknown_worker"))
+            finally:
+                ctx.destroy(linger=0)
+            admin(url, "enqueue", {"prompt": "after the garbage"})
+            done = wait_for(url, lambda s: s["accepted"] == 1, timeout=30, what="still serving")
+    assert isinstance(refused, m.ControlError) and "bad request" in refused.error
+    assert isinstance(still, m.StatusReply) and still.state == "ACTIVE"
+    assert "req_forged" not in done["results"]

@@ -156,3 +156,19 @@ def test_one_worker_per_ollama_endpoint_share_the_load(tmp_path, node_home):
     assert doc["ollama"] == [one, two]
     assert all(w["served"] > 0 for w in workers) and sum(w["served"] for w in workers) == n
     assert f"node_id = {NODE_ID}" in (home / "config.toml").read_text()
+
+
+def test_a_result_refused_as_malformed_is_kept_aside_and_never_retried(node_home, standin):
+    home, address = node_home
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}", "--reject-results", "1",
+                               "--prompt", "refuse me") as (_, url):
+        with run_daemon(home, NODE_ID, url, standin) as node:
+            refused = node.wait_event(is_event("result.rejected"))
+            node.signal(signal.SIGTERM)
+            assert node.wait_exit(30) == 0
+        done = stats(url)
+    kept = list((home / "outbox" / "rejected").glob("*.json"))
+    assert refused["level"] == "error" and "bad_poe" in refused["error"]
+    assert len(kept) == 1 and json.loads(kept[0].read_text())["requestId"] == refused["request"]
+    assert list((home / "outbox").glob("*.json")) == []
+    assert done["injected"]["rejectResults"] == 1 and done["accepted"] == 0
