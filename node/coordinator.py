@@ -14,6 +14,8 @@ from node.version import cli_version
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 15.0
+# The only answers that stop the node (PROTOCOL.md, "Stopping on unstake").
+DENIAL_CODES = ("not_staked", "in_cooldown", "retired", "key_mismatch", "unknown_node")
 
 
 class CoordinatorError(Exception):
@@ -59,12 +61,17 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _error_fields(resp: requests.Response) -> tuple[str, str]:
+def _json_object(resp: requests.Response) -> dict[str, Any] | None:
     try:
         body = resp.json()
     except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _error_fields(resp: requests.Response) -> tuple[str, str]:
+    body = _json_object(resp)
+    if body is not None and isinstance(body.get("error"), str):
         detail = body.get("detail")
         return body["error"], detail if isinstance(detail, str) else ""
     return f"http_{resp.status_code}", resp.text.strip()[:200]
@@ -88,8 +95,13 @@ class Coordinator:
         return session
 
     def _call(self, method: str, path: str, *, json: Any = None, params: dict | None = None,
-              headers: dict | None = None, read_timeout: float | None = None) -> Answer:
-        """Send one request and classify the answer (raises CoordinatorError/Denied/Rejected)."""
+              headers: dict | None = None, read_timeout: float | None = None,
+              body_required: bool = False) -> Answer:
+        """Send one request and classify the answer (raises CoordinatorError/Denied/Rejected).
+
+        Liberal in what it accepts: any 2xx is success, its body read only where the caller
+        needs one; only PROTOCOL.md's denial codes stop the node, so a bare 403/404 (a proxy's
+        error page, say) is retried like a 5xx."""
         try:
             resp = self.http.request(method, self.base + path, json=json, params=params,
                                      headers=headers,
@@ -100,23 +112,18 @@ class Coordinator:
             raise CoordinatorError(f"coordinator {self.base} unreachable on {path} "
                                    f"({type(e).__name__})") from None
         status = resp.status_code
-        if status in (200, 201):
-            try:
-                body = resp.json()
-            except ValueError:
-                raise CoordinatorError(f"coordinator sent a body that is not JSON on {path}",
-                                       status) from None
-            if not isinstance(body, dict):
-                raise CoordinatorError(f"coordinator sent a non-object body on {path}", status)
-            return Answer(status, body)
-        if status == 204:
-            return Answer(status)
+        if 200 <= status < 300:
+            body = _json_object(resp) if status != 204 else {}
+            if body is None and body_required:
+                raise CoordinatorError(f"coordinator sent a {status} without a JSON object on "
+                                       f"{path}", status)
+            return Answer(status, body or {})
         code, detail = _error_fields(resp)
-        if status in (403, 404) and path.startswith("/operator/"):
+        if status in (403, 404) and code in DENIAL_CODES:
             raise Denied(status, code, detail)
         if status in (409, 410):
             return Answer(status, {"error": code, "detail": detail})
-        if 400 <= status < 500 and status not in (408, 429):
+        if 400 <= status < 500 and status not in (403, 404, 408, 429):
             raise Rejected(status, code, detail)
         raise CoordinatorError(f"coordinator answered {status} {code} on {path}", status)
 
@@ -132,11 +139,8 @@ class Coordinator:
         if resp.status_code != 200:
             raise CoordinatorError(f"coordinator {self.base}/network answered {resp.status_code}",
                                    resp.status_code)
-        try:
-            body = resp.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
+        body = _json_object(resp)
+        if body is None:
             raise CoordinatorError(f"coordinator {self.base}/network sent no JSON object")
         contracts = body.get("contracts")
         contracts = {k: v for k, v in contracts.items() if isinstance(v, str)} \
@@ -177,7 +181,7 @@ class Coordinator:
         return self._call("GET", "/operator/inbox", params=params, headers={
             "X-Parallelix-Timestamp": str(ts),
             "X-Parallelix-Signature": signer.sign(f"parallelix-node:inbox:{node_id}:{ts}")},
-            read_timeout=self.timeout + wait_ms / 1000)
+            read_timeout=self.timeout + wait_ms / 1000, body_required=True)
 
     def post_result(self, body: dict[str, Any]) -> Answer:
         """POST an already signed result or failure report (signed once, posted many times)."""

@@ -23,17 +23,19 @@ from workers.parent import parent_gone, term_on_parent_death
 log = logging.getLogger("parallelix.heartbeat")
 
 SILENCE_LIMIT = 3        # supervisor intervals of silence before beats stop
+MIN_SILENCE = 2.0        # ...but never less: the supervisor speaks every 0.5 s
 BEAT_TIMEOUT = 5.0       # one POST may take this long; retries fit inside the interval
 
 
 class HeartbeatLoop:
     def __init__(self, signer: Signer, node_id: int, coordinator: str, interval: float,
-                 sock: zmq.Socket) -> None:
+                 sock: zmq.Socket, first_seq: int = 1) -> None:
         self.signer, self.node_id, self.interval, self.sock = signer, node_id, interval, sock
         self.coord = Coordinator(coordinator, timeout=BEAT_TIMEOUT)
         self.load = m.Load(busy=0, slots=0, served=0)
         self.last_supervisor = time.monotonic()
-        self.seq = 0
+        self.seq = first_seq - 1  # counts up across respawns within one daemon run
+        self.silence_limit = max(SILENCE_LIMIT * interval, MIN_SILENCE)
 
     def run(self) -> None:
         next_beat = time.monotonic()
@@ -43,7 +45,7 @@ class HeartbeatLoop:
             if now < next_beat:
                 continue
             next_beat = max(next_beat + self.interval, now + self.interval / 2)
-            if now - self.last_supervisor > SILENCE_LIMIT * self.interval:
+            if now - self.last_supervisor > self.silence_limit:
                 log.warning("heartbeat.paused: supervisor silent for %.0fs",
                             now - self.last_supervisor)
                 continue
@@ -119,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connect", required=True)
     parser.add_argument("--interval-ms", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--first-seq", type=int, default=1)
     args = parser.parse_args(argv)
     log_to_stderr("heartbeat")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor decides
@@ -133,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     sock.setsockopt(zmq.MAXMSGSIZE, m.MAX_SMALL_MESSAGE)
     sock.connect(args.connect)
     try:
-        HeartbeatLoop(signer, args.node_id, args.coordinator, args.interval_ms / 1000, sock).run()
+        HeartbeatLoop(signer, args.node_id, args.coordinator, args.interval_ms / 1000, sock,
+                      args.first_seq).run()
     except KeyboardInterrupt:
         pass
     finally:

@@ -3,6 +3,7 @@
 A body is written atomically before its first post and removed only when the coordinator
 answers 200, 409 or 410. A 400 means a node bug: the file moves to `outbox/rejected/`,
 kept for a human, never retried."""
+import hashlib
 import json
 import logging
 import os
@@ -24,8 +25,11 @@ class Outbox:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _path(self, request_id: str) -> Path:
-        name = _SAFE.sub("_", request_id)[:120]
-        return self.folder / f"{name}.json"
+        """A name per request id that no other id shares, on any filesystem (hence the hash:
+        `a/1` and `a_1`, or `req_A` and `req_a` on a case-insensitive disk, stay apart); the
+        readable prefix is for a human listing the folder."""
+        digest = hashlib.sha256(request_id.encode("utf-8")).hexdigest()[:32]
+        return self.folder / f"{_SAFE.sub('_', request_id)[:40]}-{digest}.json"
 
     def put(self, body: dict[str, Any]) -> Path:
         """Persist a signed body (durable when this returns)."""
@@ -44,7 +48,10 @@ class Outbox:
         self.rejected.mkdir(mode=0o700, exist_ok=True)
         src = self._path(request_id)
         dst = self.rejected / src.name
-        os.replace(src, dst)
+        try:
+            os.replace(src, dst)
+        except FileNotFoundError:
+            log.error("outbox.missing request=%s: nothing to set aside", request_id)
         return dst
 
     def pending(self) -> list[dict[str, Any]]:

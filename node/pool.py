@@ -82,6 +82,9 @@ def schedule_respawn(slot: Slot, reason: str) -> None:
 def exit_reason(proc: subprocess.Popen) -> str:
     code = proc.returncode
     if code is not None and code < 0:
-        name = signal.Signals(-code).name
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:  # a real-time signal has no name
+            name = f"signal {-code}"
         return f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
     return f"exited with status {code}"

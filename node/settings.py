@@ -124,7 +124,7 @@ def read_config(path: Path) -> dict[str, Any]:
 def _positive_int(value: Any, what: str) -> int:
     try:
         n = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         n = 0
     if isinstance(value, bool) or n < 1 or (isinstance(value, float) and value != n):
         raise ConfigError(f"{what} must be a positive whole number, not {value!r}")

@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import zmq
@@ -25,7 +25,6 @@ import zmq.asyncio
 from ipc import messages as m
 from node import pool, procs, sdnotify
 from node.coordinator import Coordinator, CoordinatorError, Denied, Rejected, now_ms
-from node.errors import NodeError
 from node.home import Home, make_private_dir
 from node.identity import Signer, node_key_hash
 from node.inbox import InboxRequest, Malformed, parse_inbox
@@ -90,7 +89,7 @@ class NodeRun:
     settings: Settings
     node_id: int
     signer: Signer
-    secret: bytes
+    secret: bytes = field(repr=False)
     manifest: dict[str, Any]
     tier: int
     cpu_only: bool
@@ -116,15 +115,18 @@ class Supervisor:
         self.served = 0
         self.failed = 0
         self.state = current_state(self.home)
+        self.tier = run.tier
         self.heartbeat_interval = 10.0
         self.poll_interval = 1.0
         self.hb_proc: subprocess.Popen | None = None
         self.hb_respawn_at = 0.0
         self.last_beat_ack: int | None = None
+        self.beat_seq = 0                      # last heartbeat seq: a respawned process goes on
         self.started = time.monotonic()
         self.exit_code = EXIT_OK
         self.stopping = False
-        self.quick = False
+        self.quick = False          # second signal or timeout: stop waiting, give the rest back
+        self.abandon = False        # 403 or a bug: stop now, in-flight work is the coordinator's
         self.tasks: set[asyncio.Task] = set()
         self.deliveries: set[asyncio.Task] = set()
         self.signals: asyncio.Queue[int] = asyncio.Queue()
@@ -149,7 +151,7 @@ class Supervisor:
             loop.add_signal_handler(sig, self.signals.put_nowait, sig)
         self.capacity = asyncio.Condition()
         self.stopped = asyncio.Event()
-        self.coordinator_answered = asyncio.Event()  # wakes deliveries that are backing off
+        self.coordinator_answered = asyncio.Event()  # a delivery succeeded: wake the waiting
         for body in self.outbox.pending():
             log.info("outbox.resend request=%s", body["requestId"])
             self._deliver_later(body)
@@ -167,7 +169,7 @@ class Supervisor:
             for _ in self.slots:
                 self._task(self._intake())
         else:
-            self._begin_stop(quick=True)
+            self._begin_stop(abandon=True)
         await self.stopped.wait()
         await self._shutdown()
         return self.exit_code
@@ -186,7 +188,7 @@ class Supervisor:
         log.error("supervisor.bug error=%r: stopping", task.exception(),
                   exc_info=task.exception())
         self.exit_code = EXIT_FAILURE
-        self._begin_stop(quick=True)
+        self._begin_stop(abandon=True)
 
     def _open_sockets(self) -> None:
         folder = self.home.socket_dir()
@@ -231,7 +233,7 @@ class Supervisor:
 
     def _transition(self, to: str, reason: str) -> None:
         before = self.state
-        update_state(self.home, state=to, nodeId=self.node_id, tier=self.run_cfg.tier,
+        update_state(self.home, state=to, nodeId=self.node_id, tier=self.tier,
                      address=self.signer.address,
                      nodeKeyHash=node_key_hash(self.signer.address))
         self.state = to
@@ -265,6 +267,8 @@ class Supervisor:
                 break
             except CoordinatorError as e:
                 log.warning("attach.retry reason=%s in=%.0fs", e, delay)
+                sdnotify.notify(f"EXTEND_TIMEOUT_USEC={int((delay * 1.2 + 20) * 1e6)}\n"
+                                f"STATUS=waiting for the coordinator: {e}")
             except Denied as e:
                 self._denied(e.status, e.code, e.detail)
                 return False
@@ -279,14 +283,17 @@ class Supervisor:
         body = answer.body
         self.heartbeat_interval = _interval(body.get("heartbeatIntervalMs"), 10_000) / 1000
         self.poll_interval = _interval(body.get("pollIntervalMs"), 1_000) / 1000
+        tier = body.get("tier")
+        if isinstance(tier, int) and not isinstance(tier, bool) and 1 <= tier <= 5:
+            self.tier = tier  # the coordinator may lower the claimed tier
         log.info("attached node=%s address=%s tier=%s heartbeat=%.1fs poll=%.1fs",
-                 self.node_id, self.signer.address, body.get("tier", self.run_cfg.tier),
-                 self.heartbeat_interval, self.poll_interval)
+                 self.node_id, self.signer.address, self.tier, self.heartbeat_interval,
+                 self.poll_interval)
         self._transition(ACTIVE, "attached")
         return True
 
     def _coordinator_ok(self) -> None:
-        """The coordinator answered a call: results backing off after an outage go now."""
+        """A result was delivered: the others backing off after an outage go now."""
         self.coordinator_answered.set()
 
     def _refresh_network(self) -> None:
@@ -300,7 +307,7 @@ class Supervisor:
 
     def _denied(self, status: int, code: str, detail: str) -> None:
         """403/404 from any endpoint or process: stop within 5 s (PROTOCOL.md)."""
-        if self.quick and self.stopping:
+        if self.abandon:
             return
         if code in STOPPING_CODES:
             log.warning("coordinator.stop code=%s detail=%s: the node stops (exit 0)",
@@ -315,11 +322,11 @@ class Supervisor:
             log.error("coordinator.refused status=%s code=%s detail=%s: %s",
                       status, code, detail or "-", fix)
             self.exit_code = EXIT_IDENTITY
-        self._begin_stop(quick=True)
+        self._begin_stop(abandon=True)
 
-    def _begin_stop(self, quick: bool) -> None:
-        if quick:
-            self.quick = True
+    def _begin_stop(self, quick: bool = False, abandon: bool = False) -> None:
+        self.quick = self.quick or quick or abandon
+        self.abandon = self.abandon or abandon
         if not self.stopping:
             self.stopping = True
             sdnotify.notify("STOPPING=1")
@@ -373,26 +380,32 @@ class Supervisor:
             finally:
                 self.reserved -= 1
             backoff = 1.0
-            self._coordinator_ok()
-            if answer.status == 204:
+            if not await self._accept(answer.body if answer.status == 200 else {}):
                 await self._sleep_unless_stopping(self.poll_interval * random.uniform(0.8, 1.2))
-                continue
-            await self._accept(answer.body)
 
-    async def _accept(self, body: dict[str, Any]) -> None:
+    async def _accept(self, body: dict[str, Any]) -> bool:
+        """Take the request in an inbox answer; False when there was none to serve, so the
+        poller waits pollIntervalMs (after a 204, and after a malformed answer too)."""
         parsed = parse_inbox(body)
+        if parsed is None:
+            return False
         if isinstance(parsed, Malformed):
             log.error("inbox.malformed reason=%s", parsed.reason)
             if parsed.request_id:
                 self._report_failure(parsed.request_id, "inference_failed",
                                      f"malformed request: {parsed.reason}")
-            return
+            return False
         if self.stopping:
             self._report_failure(parsed.id, "shutdown", "node is stopping")
-            return
+            return True
+        if any(r.req.id == parsed.id for r in self.jobs.values()) or \
+                any(req.id == parsed.id for req, _ in self.pending):
+            log.warning("inbox.duplicate request=%s: already being served, ignored", parsed.id)
+            return True
         log.debug("inbox.request id=%s model=%s", parsed.id, parsed.model)
         self.pending.append((parsed, 1))
         await self._dispatch()
+        return True
 
     async def _dispatch(self) -> None:
         """Hand pending requests to idle workers, one job in flight per worker."""
@@ -403,7 +416,7 @@ class Supervisor:
             req, attempt = self.pending.popleft()
             self.job_counter += 1
             job = m.Job(job=self.job_counter, request_id=req.id, model=req.model,
-                        prompt=req.prompt, system=req.system, options=req.options,
+                        prompt=req.prompt, system=req.system, options=req.options or {},
                         deadline_ms=req.deadline_ms, cpu_only=self.run_cfg.cpu_only)
             if not await self._send(self.work, slot.identity, m.encoder.encode(job)):
                 log.warning("dispatch.unroutable slot=%s: worker gone, requeued", slot.name)
@@ -448,7 +461,7 @@ class Supervisor:
 
     async def _finished(self, slot: pool.Slot, msg: m.Done | m.Failed) -> None:
         rec = self.jobs.get(msg.job)
-        if rec is None or rec.req.id != msg.request_id:
+        if rec is None or rec.req.id != msg.request_id or rec.slot is not slot:
             log.warning("work.stale slot=%s job=%s request=%s: dropped (already answered)",
                         slot.name, msg.job, msg.request_id)
             return
@@ -485,7 +498,12 @@ class Supervisor:
     def _commit(self, body: dict[str, Any]) -> None:
         """Write the signed body to the outbox (durable), then deliver it off the loop."""
         async def commit() -> None:
-            await run_blocking(self.outbox.put, body)
+            try:
+                await run_blocking(self.outbox.put, body)
+            except OSError as e:
+                log.error("outbox.write_failed request=%s reason=%s: delivering from memory; "
+                          "it is lost if the daemon stops before the coordinator has it",
+                          body["requestId"], e.strerror or e)
             await self._deliver(body)
         self._task(commit(), into=self.deliveries)
 
@@ -500,7 +518,7 @@ class Supervisor:
             try:
                 answer = await run_blocking(self.coord.post_result, body)
             except CoordinatorError as e:
-                if self.quick:
+                if self.abandon:
                     return
                 log.warning("result.retry request=%s reason=%s in=%.0fs", rid, e, delay)
                 self.coordinator_answered.clear()
@@ -524,7 +542,11 @@ class Supervisor:
                 log.warning("result.expired request=%s: deadline passed, counted delivered", rid)
             elif answer.status == 409:
                 log.info("result.duplicate request=%s: an earlier copy was accepted", rid)
-            await run_blocking(self.outbox.remove, rid)
+            try:
+                await run_blocking(self.outbox.remove, rid)
+            except OSError as e:
+                log.error("outbox.remove_failed request=%s reason=%s: it will be sent again "
+                          "at the next start (the coordinator answers 409)", rid, e)
             return
 
     # --- heartbeat process ----------------------------------------------------------------
@@ -534,7 +556,8 @@ class Supervisor:
         self.hb_proc = procs.spawn("node.heartbeat", [
             "--node-id", str(self.node_id), "--coordinator", cfg.settings.coordinator,
             "--connect", self.hb_endpoint, "--interval-ms",
-            str(int(self.heartbeat_interval * 1000)), "--parent-pid", str(os.getpid())],
+            str(int(self.heartbeat_interval * 1000)), "--parent-pid", str(os.getpid()),
+            "--first-seq", str(self.beat_seq + 1)],
             stdin=subprocess.PIPE)
         assert self.hb_proc.stdin is not None
         self.hb_proc.stdin.write(cfg.secret.hex().encode() + b"\n")  # a pipe, never a socket
@@ -551,9 +574,9 @@ class Supervisor:
                 log.warning("heartbeat.malformed reason=%s: dropped", e)
                 continue
             if isinstance(msg, m.BeatResult):
+                self.beat_seq = max(self.beat_seq, msg.seq)
                 if msg.ok:
                     self.last_beat_ack = msg.at_ms
-                    self._coordinator_ok()
                 else:
                     log.warning("heartbeat.failed seq=%d status=%d error=%s", msg.seq,
                                 msg.status, msg.error)
@@ -591,7 +614,7 @@ class Supervisor:
         return m.StatusReply(
             pid=os.getpid(), version=cli_version(), state=self.state, node_id=self.node_id,
             address=self.signer.address, node_key_hash=node_key_hash(self.signer.address),
-            tier=self.run_cfg.tier, coordinator=self.coord.base,
+            tier=self.tier, coordinator=self.coord.base,
             uptime_s=int(time.monotonic() - self.started),
             workers=[self._worker_status(s) for s in self.slots],
             heartbeat_pid=self.hb_proc.pid if self.hb_proc and self.hb_proc.poll() is None
@@ -634,7 +657,7 @@ class Supervisor:
         old = self.run_cfg.settings
         try:
             new = self.run_cfg.reload()
-        except NodeError as e:
+        except Exception as e:  # a reload must never take the running daemon down
             log.error("reload.failed reason=%s: keeping the running configuration", e)
             return
         if new.workers == old.workers:
@@ -756,28 +779,28 @@ class Supervisor:
     # --- shutdown -------------------------------------------------------------------------
 
     async def _shutdown(self) -> None:
-        """Graceful: finish in flight until the deadline or a second signal; then give the
-        rest back as `shutdown` reports. Quick (403): abandon in flight, the coordinator
-        re-dispatches. Either way: stop heartbeat and workers, and exit."""
-        if not self.quick:
-            while (self.jobs or self.pending or self.reserved) and not self.quick \
-                    and time.monotonic() < self.stop_deadline:
-                await asyncio.sleep(0.05)
+        """Graceful: finish in flight until the deadline or a second signal, then give the
+        rest back as `shutdown` reports and deliver. Abandon (403, a bug): leave in-flight
+        work to the coordinator, which re-dispatches it. Then stop heartbeat and workers."""
+        while (self.jobs or self.pending or self.reserved) and not self.quick \
+                and time.monotonic() < self.stop_deadline:
+            await asyncio.sleep(0.05)
+        if not self.abandon:
             for rec in list(self.jobs.values()):
                 self._report_failure(rec.req.id, "shutdown", "node is stopping")
             for req, _ in self.pending:
                 self._report_failure(req.id, "shutdown", "node is stopping")
             self.jobs.clear()
             self.pending.clear()
-            if self.deliveries:
-                remaining = max(2.0, self.stop_deadline - time.monotonic())
-                await asyncio.wait(set(self.deliveries), timeout=remaining)
+        end = max(time.monotonic() + 2.0, self.stop_deadline)
+        while self.deliveries and not self.abandon and time.monotonic() < end:
+            await asyncio.wait(set(self.deliveries), timeout=0.1)
         for task in list(self.deliveries) + list(self.tasks):
             task.cancel()
         await self._send(self.hb, m.encoder.encode(m.StopHeartbeat()))
         for slot in self.slots:
             await self._send_stop(slot)
-        grace = 1.0 if self.quick else pool.KILL_GRACE
+        grace = 1.0 if self.abandon else pool.KILL_GRACE
         stoppers = [threading.Thread(target=procs.terminate, args=(p, grace))
                     for p in [s.proc for s in self.slots] + [self.hb_proc] if p is not None]
         for t in stoppers:
@@ -789,7 +812,9 @@ class Supervisor:
 
 
 def _interval(value: Any, default: int) -> int:
-    """A coordinator-given interval in ms, kept within sane bounds (100 ms .. 10 min)."""
-    if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 600_000:
-        return value
+    """A coordinator-given interval in ms (10000.0 is as good as 10000), kept within sane
+    bounds (100 ms .. 10 min); anything else means the default."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == int(value) \
+            and 100 <= value <= 600_000:
+        return int(value)
     return default

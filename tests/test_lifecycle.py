@@ -226,3 +226,32 @@ def test_stale_pid_file_and_sockets_from_a_crash_are_replaced(node_home, standin
         with run_daemon(home, NODE_ID, url, standin) as node:
             wait_for(url, lambda s: s["accepted"] == 1, timeout=30, what="served after a crash")
             assert live(home)["state"] == "ACTIVE"
+
+
+def test_a_killed_heartbeat_process_is_respawned_and_seq_keeps_counting(node_home, standin):
+    home, address = node_home
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}", "--heartbeat-ms", "500") as (_, url):
+        with run_daemon(home, NODE_ID, url, standin) as node:
+            wait_for(url, lambda s: len(s["heartbeats"]) >= 3, what="a few heartbeats")
+            first = live(home)["heartbeatPid"]
+            os.kill(first, signal.SIGKILL)
+            node.wait_event(is_event("heartbeat.died"))
+            seen = len(wait_for(url, lambda s: True)["heartbeats"])
+            done = wait_for(url, lambda s: len(s["heartbeats"]) >= seen + 3, timeout=20,
+                            what="heartbeats from the new process")
+            assert live(home)["heartbeatPid"] not in (None, first)
+    seqs = [h["seq"] for h in done["heartbeats"]]
+    assert seqs == sorted(set(seqs)) and done["seqViolations"] == 0, seqs
+
+
+def test_two_signals_at_once_still_give_in_flight_work_back(node_home, standin):
+    home, address = node_home
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}",
+                               "--prompt", "stuck [[sleep:60000]]") as (_, url):
+        with run_daemon(home, NODE_ID, url, standin) as node:
+            wait_for(url, lambda s: s["inflight"], what="the request in flight")
+            node.signal(signal.SIGTERM)
+            node.signal(signal.SIGTERM)
+            assert node.wait_exit(30) == 0
+            done = wait_for(url, lambda s: s["failureReports"], timeout=5, what="the report")
+    assert [f["code"] for f in done["failureReports"]] == ["shutdown"]

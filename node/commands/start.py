@@ -2,6 +2,7 @@
 import asyncio
 import logging
 import os
+import resource
 import sys
 
 import click
@@ -43,6 +44,7 @@ def cmd(home: Home, as_json: bool, node_id: int | None, coordinator: str | None,
     from node.keyfile import read_key
     secret = read_key(home.key)
     os.umask(0o077)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file can carry the key
     from node.logsetup import setup_logging
     setup_logging(home.log, as_json, debug=os.environ.get("PARALLELIX_DEBUG") == "1")
     run = prepare(settings, secret, gpu, graceful_timeout, resolve)

@@ -1,0 +1,140 @@
+"""How the node reads coordinator answers that PROTOCOL.md allows or that the real world sends
+(proxies, terse bodies), against a real HTTP server on loopback answering as scripted."""
+import json
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from node.coordinator import Coordinator, CoordinatorError, Denied, Rejected
+from node.identity import Signer, new_secret
+from tests.nodeproc import is_event, run_daemon
+
+
+class Scripted:
+    """A loopback HTTP server: (method, path) -> (status, content type, body); counts calls."""
+
+    def __init__(self, routes: dict[tuple[str, str], tuple[int, str, bytes]]) -> None:
+        self.routes, self.calls = routes, []
+        script = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                path = self.path.split("?", 1)[0]
+                script.calls.append((self.command, path, time.monotonic()))
+                status, ctype, body = script.routes.get((self.command, path),
+                                                        (404, "text/plain", b"no route"))
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def count(self, path: str) -> int:
+        return sum(1 for _, p, _ in self.calls if p == path)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def j(status: int, obj) -> tuple[int, str, bytes]:
+    return status, "application/json", json.dumps(obj).encode()
+
+
+HTML_403 = (403, "text/html", b"<html><body>403 Forbidden (cdn)</body></html>")
+
+
+@pytest.fixture
+def scripted():
+    servers = []
+
+    def make(routes):
+        servers.append(Scripted(routes))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+@pytest.mark.parametrize("answer", [(200, "text/plain", b""), (200, "text/plain", b"ok"),
+                                    (202, "application/json", b"[]"), j(200, {"state": "active"})])
+def test_any_2xx_to_a_heartbeat_or_result_is_success(scripted, answer):
+    server = scripted({("POST", "/operator/heartbeat"): answer, ("POST", "/operator/result"): answer})
+    coord, signer = Coordinator(server.url), Signer(new_secret())
+    assert coord.heartbeat(signer, 1, 1, {"busy": 0, "slots": 1, "served": 0}).status == answer[0]
+    assert coord.post_result({"nodeId": 1, "requestId": "r"}).status == answer[0]
+
+
+@pytest.mark.parametrize("answer,raised,code", [
+    (j(403, {"error": "not_staked"}), Denied, "not_staked"),
+    (j(403, {"error": "key_mismatch", "detail": "x"}), Denied, "key_mismatch"),
+    (j(404, {"error": "unknown_node"}), Denied, "unknown_node"),
+    (HTML_403, CoordinatorError, None), ((404, "text/plain", b"not here"), CoordinatorError, None),
+    (j(403, {"error": "rate_limited"}), CoordinatorError, None),
+    (j(400, {"error": "bad_poe"}), Rejected, "bad_poe"), (j(429, {"error": "slow"}), CoordinatorError, None),
+    ((502, "text/html", b"bad gateway"), CoordinatorError, None)])
+def test_only_protocol_denials_stop_the_node(scripted, answer, raised, code):
+    server = scripted({("POST", "/operator/result"): answer})
+    with pytest.raises(raised) as caught:
+        Coordinator(server.url).post_result({"nodeId": 1, "requestId": "r"})
+    assert getattr(caught.value, "code", None) == code
+
+
+def test_409_and_410_count_as_delivered_and_an_inbox_needs_json(scripted):
+    server = scripted({("POST", "/operator/result"): j(409, {"error": "already_submitted"}),
+                       ("GET", "/operator/inbox"): (200, "text/html", b"<html>")})
+    coord = Coordinator(server.url)
+    assert coord.post_result({"requestId": "r"}).status == 409
+    with pytest.raises(CoordinatorError):
+        coord.inbox(Signer(new_secret()), 1, 0)
+
+
+def node_routes(inbox, heartbeat=j(200, {"state": "active"})):
+    return {("POST", "/operator/attach"): j(200, {"state": "active", "tier": 1,
+                                                  "heartbeatIntervalMs": 500.0,
+                                                  "pollIntervalMs": 1000}),
+            ("GET", "/network"): j(200, {"chainId": 8453, "contracts": {}}),
+            ("POST", "/operator/heartbeat"): heartbeat, ("GET", "/operator/inbox"): inbox}
+
+
+def test_an_inbox_with_a_null_request_is_polled_at_the_poll_interval(scripted, node_home, standin):
+    home, _ = node_home
+    server = scripted(node_routes(inbox=j(200, {"request": None})))
+    with run_daemon(home, 7, server.url, standin) as node:
+        node.wait_event(is_event("attached"))
+        start = server.count("/operator/inbox")
+        time.sleep(3)  # an observation window: counting what happens in it
+        polls = server.count("/operator/inbox") - start
+        node.signal(signal.SIGTERM)
+        assert node.wait_exit(30) == 0
+    assert 1 <= polls <= 6  # one slot, pollIntervalMs 1000 +-20 %: about 3, never a spin
+
+
+def test_a_proxy_403_page_on_heartbeats_does_not_stop_the_node(scripted, node_home, standin):
+    home, _ = node_home
+    server = scripted(node_routes(inbox=(204, "text/plain", b""), heartbeat=HTML_403))
+    with run_daemon(home, 7, server.url, standin) as node:
+        node.wait_event(is_event("attached"))
+        failed = node.wait_event(is_event("heartbeat.failed"))
+        node.wait_event(lambda e: is_event("heartbeat.failed")(e) and e.get("seq") == "3")
+        assert node.proc.poll() is None
+        node.signal(signal.SIGTERM)
+        assert node.wait_exit(30) == 0
+    assert failed["status"] == "403"

@@ -1,0 +1,37 @@
+"""The outbox keeps one file per request id, whatever the ids look like."""
+import json
+
+from node.outbox import Outbox
+
+
+def body(rid: str) -> dict:
+    return {"requestId": rid, "result": f"text of {rid}", "poe": "0x00"}
+
+
+def test_ids_that_look_alike_never_share_a_file(tmp_path):
+    outbox = Outbox(tmp_path / "outbox")
+    ids = ["a/1", "a_1", "a:1", "req_A", "req_a", "x" * 199 + "1", "x" * 199 + "2", "ünï/../c"]
+    for rid in ids:
+        outbox.put(body(rid))
+    assert outbox.depth() == len(ids)
+    outbox.remove("a_1")
+    outbox.remove("req_a")
+    left = {b["requestId"] for b in outbox.pending()}
+    assert left == set(ids) - {"a_1", "req_a"}
+    assert all(p.parent == outbox.folder for p in outbox.folder.glob("*.json"))
+
+
+def test_rejected_bodies_are_kept_aside_and_unreadable_files_too(tmp_path):
+    outbox = Outbox(tmp_path / "outbox")
+    outbox.put(body("bad"))
+    kept = outbox.reject("bad")
+    assert json.loads(kept.read_text())["requestId"] == "bad" and outbox.depth() == 0
+    assert outbox.reject("never-written").parent == outbox.rejected  # logged, not raised
+    (outbox.folder / "torn.json").write_text("{not json")
+    assert outbox.pending() == [] and (outbox.rejected / "torn.json").exists()
+
+
+def test_files_are_owner_only(tmp_path):
+    outbox = Outbox(tmp_path / "outbox")
+    path = outbox.put(body("r1"))
+    assert (path.stat().st_mode & 0o777, outbox.folder.stat().st_mode & 0o777) == (0o600, 0o700)
