@@ -131,7 +131,7 @@ def test_rendered_unit_passes_systemd_analyze_verify(machine, tmp_path, scope, w
                        "RestartSec": "5", "RestartPreventExitStatus": "2 3", "WatchdogSec": "30",
                        "KillMode": "mixed", "TimeoutStopSec": "30", "NoNewPrivileges": "yes",
                        "ProtectSystem": "strict", "ProtectHome": "read-only",
-                       "ExecReload": "/bin/kill -HUP $MAINPID"}.items():
+                       "ExecReload": "/bin/kill -HUP $MAINPID", "LimitCORE": "0"}.items():
         assert d[key] == [value], key
     if scope == "system":
         assert d["User"] == [ME]
