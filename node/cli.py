@@ -54,6 +54,8 @@ def _fail(message: str, code: int) -> None:
 def main() -> None:
     """Run the CLI: one line on stderr for every error, a traceback only with PARALLELIX_DEBUG=1."""
     debug = os.environ.get("PARALLELIX_DEBUG") == "1"
+    if len(sys.argv) == 1:
+        sys.argv.append("--help")  # a bare `parallelix-node` is a request for help, not an error
     try:
         cli.main(standalone_mode=False)
     except NodeError as e:

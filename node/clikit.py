@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from node.home import resolve_home
+from workers.logfmt import escape_controls
 
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -28,7 +29,7 @@ def emit(as_json: bool, document: dict[str, Any], lines: list[str] | str) -> Non
     if as_json:
         sys.stdout.write(json.dumps(document, ensure_ascii=False) + "\n")
     else:
-        click.echo(lines if isinstance(lines, str) else "\n".join(lines))
+        click.echo(escape_controls(lines if isinstance(lines, str) else "\n".join(lines)))
 
 
 def emit_json_line(document: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from node.cliopts import human_bytes
 from node.errors import ConfigError
 from node.home import Home
+from node.keyfile import not_a_regular_file
 
 MAX_SKEW_MS = 30_000          # signed messages expire at 60 s; fail at half of that
 MIN_FREE_BYTES = 1 << 30      # 1 GiB under the home (outbox, log, state)
@@ -59,6 +60,12 @@ def check_key_file(home: Home) -> list[Check]:
         return [Check("key", False, f"cannot stat {path}: {e.strerror}",
                       f"check the permissions of {path.parent}"),
                 skipped("key-permissions", "no key"), skipped("key-loadable", "no key")]
+    kind = not_a_regular_file(st)
+    if kind:
+        return [Check("key", False, f"{path} is {kind}, not a key file",
+                      "move it aside and restore the key from your backup, or run "
+                      "parallelix-node init --force"),
+                skipped("key-permissions", "no key file"), skipped("key-loadable", "no key file")]
     checks = [Check("key", True, f"{path}")]
 
     problems, fixes = [], []

@@ -49,7 +49,11 @@ class Home:
 
     def ensure(self) -> None:
         """Create the home folder owner-only (0700), as ssh does for ~/.ssh."""
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"cannot create the home folder {self.root}: {e.strerror}; "
+                              "choose another --home (or PARALLELIX_HOME)") from None
 
     def socket_dir(self) -> Path:
         """The folder that holds the daemon's sockets: `run/`, or a short fallback for long homes."""

@@ -70,22 +70,31 @@ def parse_ollama_host(value: str | None) -> str:
     elif scheme not in ("http", "https"):
         raise ConfigError(f"Ollama address {value!r} must use http:// or https://")
     default_port = {"http": 80, "https": 443}[scheme] if "://" in value else 11434
-    split = urlsplit(f"{scheme}://{hostport}")
-    try:
-        host, port = split.hostname, split.port
-    except ValueError:
+    if _is_bare_ipv6(hostport):
+        host, port, path = hostport, None, ""
+    else:
         try:
-            ipaddress.IPv6Address(hostport.strip("[]"))
-            host, port = hostport.strip("[]"), None
-        except ValueError:
-            raise ConfigError(f"Ollama address {value!r} has a bad port") from None
+            split = urlsplit(f"{scheme}://{hostport}")
+            host, port, path = split.hostname, split.port, split.path.rstrip("/")
+        except ValueError as e:
+            raise ConfigError(f"Ollama address {value!r} is not valid ({e}); "
+                              "use e.g. 127.0.0.1:11434") from None
+    if port == 0:
+        raise ConfigError(f"Ollama address {value!r} has port 0; Ollama listens on 11434 by default")
     host = host or "127.0.0.1"
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    path = split.path.rstrip("/")
     return f"{scheme}://{host}:{port or default_port}{path}"
+
+
+def _is_bare_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def is_loopback(host: str) -> bool:
@@ -98,15 +107,27 @@ def is_loopback(host: str) -> bool:
 
 
 def check_coordinator(url: str) -> str:
-    """Accept https:// anywhere and http:// only on loopback, as PROTOCOL.md requires."""
-    split = urlsplit(url.strip())
-    if split.scheme not in ("http", "https") or not split.hostname:
-        raise ConfigError(f"coordinator {url!r} is not an http(s) URL; "
-                          f"use e.g. --coordinator {DEFAULT_COORDINATOR}")
-    if split.scheme == "http" and not is_loopback(split.hostname):
+    """Accept https:// anywhere and http:// only on loopback, as PROTOCOL.md requires.
+
+    Parsers disagree on odd URLs (`http://evil\\@127.0.0.1` is loopback to urlsplit but not to
+    the HTTP client), so anything odd is refused rather than interpreted: backslashes, spaces,
+    credentials, a bad port."""
+    url = url.strip()
+    hint = f"use e.g. --coordinator {DEFAULT_COORDINATOR}"
+    if any(c in url for c in "\\ \t\r\n") or "@" in url.partition("//")[2].split("/")[0]:
+        raise ConfigError(f"coordinator {url!r} has characters or credentials a coordinator URL "
+                          f"never needs; {hint}")
+    try:
+        split = urlsplit(url)
+        host, port = split.hostname, split.port
+    except ValueError as e:
+        raise ConfigError(f"coordinator {url!r} is not a valid URL ({e}); {hint}") from None
+    if split.scheme not in ("http", "https") or not host or port == 0:
+        raise ConfigError(f"coordinator {url!r} is not an http(s) URL with a host; {hint}")
+    if split.scheme == "http" and not is_loopback(host):
         raise ConfigError(f"coordinator {url!r} uses plain http on a non-loopback host; "
                           "use https:// (plain http is only for 127.0.0.1, ::1 and localhost)")
-    return url.strip().rstrip("/")
+    return url.rstrip("/")
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -115,20 +136,24 @@ def read_config(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except FileNotFoundError:
         return {}
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: {e}; fix the file or move it aside") from None
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
 
 
-def _positive_int(value: Any, what: str) -> int:
-    try:
-        n = int(value)
-    except (TypeError, ValueError, OverflowError):
-        n = 0
-    if isinstance(value, bool) or n < 1 or (isinstance(value, float) and value != n):
-        raise ConfigError(f"{what} must be a positive whole number, not {value!r}")
-    return n
+def _positive_int(value: Any, what: str, most: int) -> int:
+    """A whole number in 1..most: a TOML integer or the digits of a flag or variable (a TOML
+    float such as 1e30 is refused, not rounded)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise ConfigError(f"{what} must be a whole number from 1 to {most}, not {value!r}")
+    return value
+
+
+MAX_NODE_ID = 2**53 - 1      # a JSON number every coordinator reads exactly
+MAX_SLOTS = 64               # worker processes per Ollama endpoint
 
 
 def _config_workers(raw: Any, path: Path) -> tuple[WorkerSpec, ...]:
@@ -146,7 +171,7 @@ def _config_workers(raw: Any, path: Path) -> tuple[WorkerSpec, ...]:
         if gpu is not None and (isinstance(gpu, bool) or not isinstance(gpu, int) or gpu < 0):
             raise ConfigError(f"{path}: workers[{i}].gpu must be a GPU index (0, 1, …)")
         specs.append(WorkerSpec(parse_ollama_host(w["ollama"]),
-                                _positive_int(w.get("slots", 1), f"{path}: workers[{i}].slots"),
+                                _positive_int(w.get("slots", 1), f"{path}: workers[{i}].slots", MAX_SLOTS),
                                 gpu))
     return tuple(specs)
 
@@ -166,40 +191,65 @@ def load_settings(home: Home, *, coordinator: str | None = None, ollama: tuple[s
                           f"known ones are {sorted(_KNOWN_KEYS)}")
     sources: dict[str, str] = {}
 
-    def pick(name: str, flag: Any, env_name: str, default: Any) -> Any:
+    def pick(name: str, flag: Any, env_name: str, default: Any, flag_name: str = "") -> Any:
         for source, value in (("flag", flag), ("env", env.get(env_name) or None),
                               ("config", cfg.get(name)), ("default", default)):
             if value is not None and value != ():
-                sources[name] = source
+                sources[name] = {"flag": flag_name or f"--{name.replace('_', '-')}",
+                                 "env": env_name, "config": str(home.config),
+                                 "default": "default"}[source]
                 return value
         return None
 
-    coord = pick("coordinator", coordinator, ENV_COORDINATOR, DEFAULT_COORDINATOR)
-    if not isinstance(coord, str):
-        raise ConfigError(f"{home.config}: 'coordinator' must be a string URL")
-    mdl = pick("model", model, ENV_MODEL, DEFAULT_MODEL)
-    if not isinstance(mdl, str) or not re.fullmatch(r"[\w./:-]+", mdl):
-        raise ConfigError(f"model name {mdl!r} is not a valid Ollama model name (e.g. llama3.2)")
+    def check(name: str, validate: Any, value: Any) -> Any:
+        """Validate `value`; an error names where the value came from (flag, variable, file)."""
+        try:
+            return validate(value)
+        except ConfigError as e:
+            raise ConfigError(f"{sources[name]}: {e}") from None
+
+    coord = check("coordinator", _coordinator_text,
+                  pick("coordinator", coordinator, ENV_COORDINATOR, DEFAULT_COORDINATOR))
+    mdl = check("model", _model_name, pick("model", model, ENV_MODEL, DEFAULT_MODEL))
     nid = pick("node_id", node_id, ENV_NODE_ID, None)
     if nid is not None:
-        nid = _positive_int(nid, "the node id")
-    per_endpoint = pick("slots", workers, ENV_WORKERS, None)
-    per_endpoint = None if per_endpoint is None else _positive_int(per_endpoint, "--workers")
+        nid = check("node_id", lambda v: _positive_int(v, "the node id", MAX_NODE_ID), nid)
+    per_endpoint = pick("slots", workers, ENV_WORKERS, None, "--workers")  # no config key
+    if per_endpoint is not None:
+        per_endpoint = check("slots", lambda v: _positive_int(
+            v, "the worker count per Ollama", MAX_SLOTS), per_endpoint)
 
     if not ollama and not env.get(ENV_OLLAMA) and "workers" in cfg:
-        sources["ollama"] = "config"
+        sources["ollama"] = str(home.config)
         specs = _config_workers(cfg["workers"], home.config)
         if per_endpoint:
             specs = tuple(WorkerSpec(s.ollama, per_endpoint, s.gpu) for s in specs)
     else:
         hosts = pick("ollama", tuple(ollama), ENV_OLLAMA, DEFAULT_OLLAMA)
-        if isinstance(hosts, str):
-            hosts = [hosts]
-        if not isinstance(hosts, (list, tuple)) or not all(isinstance(h, str) for h in hosts):
-            raise ConfigError(f"{home.config}: 'ollama' must be an address or a list of addresses")
-        specs = tuple(WorkerSpec(parse_ollama_host(h), per_endpoint or 1) for h in hosts)
-    return Settings(home=home, coordinator=check_coordinator(coord), model=mdl, node_id=nid,
-                    workers=specs, sources=sources)
+        specs = check("ollama", lambda v: tuple(WorkerSpec(parse_ollama_host(h), per_endpoint or 1)
+                                                for h in _host_list(v)), hosts)
+    return Settings(home=home, coordinator=coord, model=mdl, node_id=nid, workers=specs,
+                    sources=sources)
+
+
+def _coordinator_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"the coordinator must be a URL string, not {value!r}")
+    return check_coordinator(value)
+
+
+def _model_name(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[\w./:-]+", value):
+        raise ConfigError(f"model name {value!r} is not a valid Ollama model name (e.g. llama3.2)")
+    return value
+
+
+def _host_list(value: Any) -> list[str]:
+    hosts = [value] if isinstance(value, str) else value
+    if not isinstance(hosts, (list, tuple)) or not hosts or \
+            not all(isinstance(h, str) for h in hosts):
+        raise ConfigError("'ollama' must be an address or a non-empty list of addresses")
+    return list(hosts)
 
 
 CONFIG_TEMPLATE = """\

@@ -31,7 +31,7 @@ from node.inbox import InboxRequest, Malformed, parse_inbox
 from node.manifest import manifest_hash
 from node.outbox import Outbox
 from node.results import signed_failure, signed_success
-from node.runlock import RunLock, clear_stale_sockets, remove_empty_dir
+from node.runlock import clear_stale_sockets, remove_empty_dir
 from node.settings import Settings
 from node.state import ACTIVE, STATE_FOR_403, current_state, record_network, update_state
 from node.version import cli_version
@@ -105,7 +105,6 @@ class Supervisor:
         self.signer = run.signer
         self.coord = Coordinator(run.settings.coordinator)
         self.outbox = Outbox(self.home.outbox)
-        self.lock = RunLock(self.home)
         self.slots: list[pool.Slot] = []
         self.slot_counter = 0
         self.jobs: dict[int, Inflight] = {}
@@ -134,16 +133,13 @@ class Supervisor:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def run(self) -> int:
-        """Attach, serve until stopped, and return the exit status (DESIGN.md)."""
-        self.lock.acquire()
+        """Attach, serve until stopped, and return the exit status (DESIGN.md). The caller
+        holds the home's run lock."""
+        self._open_sockets()
         try:
-            self._open_sockets()
-            try:
-                return await self._serve()
-            finally:
-                self._close_sockets()
+            return await self._serve()
         finally:
-            self.lock.release()
+            self._close_sockets()
 
     async def _serve(self) -> int:
         loop = asyncio.get_running_loop()

@@ -124,3 +124,13 @@ def test_pull_function_yields_until_success(ollama):
 def test_pull_function_unreachable(closed_port):
     with pytest.raises(OllamaError, match="not reachable"):
         next(pull(f"http://127.0.0.1:{closed_port}", "qwen3"))
+
+
+def test_escape_sequences_from_ollama_never_reach_the_terminal_raw(cli):
+    evil = "llama3.2\x1b]0;owned\x07\x1b[2J:latest"
+    with FakeOllama([tag(evil)]) as fake:
+        plain = cli("models", "--ollama", fake.url)
+        doc = cli.json("models", "--ollama", fake.url)
+    assert plain.returncode == 0 and "\x1b" not in plain.stdout and "\x07" not in plain.stdout
+    assert "\\x1b]0;owned\\x07" in plain.stdout
+    assert [m["name"] for m in doc["models"]] == [evil]  # JSON keeps the exact value, escaped

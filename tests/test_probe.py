@@ -413,7 +413,7 @@ def test_bad_ollama_address_is_a_usage_error(probe):
     r = probe(ollama="ftp://127.0.0.1:1")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.startswith(
-        "error: Ollama address 'ftp://127.0.0.1:1' must use http:// or https://")
+        "error: --ollama: Ollama address 'ftp://127.0.0.1:1' must use http:// or https://")
 
 
 TAGS = {"models": [

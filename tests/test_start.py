@@ -125,3 +125,56 @@ def test_sighup_reloads_workers_from_config_without_dropping_work(tmp_path):
                 from tests.test_lifecycle import live
                 endpoints = sorted(w["endpoint"] for w in live(home)["workers"])
     assert endpoints == sorted([one, two, two])
+
+
+@pytest.mark.parametrize("make", ["fifo", "folder", "dev-zero-link", "order", "zero"])
+def test_a_key_path_that_is_not_a_usable_key_is_refused_at_once(cli, home, make):
+    init_home(home)
+    key = home / "node.key"
+    key.unlink()
+    if make == "fifo":
+        os.mkfifo(key, 0o600)
+    elif make == "folder":
+        key.mkdir(mode=0o700)
+    elif make == "dev-zero-link":
+        key.symlink_to("/dev/zero")
+    else:
+        value = "f" * 64 if make == "order" else "0" * 64
+        key.write_text(f"0x{value}\n")
+        key.chmod(0o600)
+    for command in (["start", "--node-id", "3", "--coordinator", "http://127.0.0.1:9"],
+                    ["verify", "--coordinator", "http://127.0.0.1:9", "--ollama", "127.0.0.1:9"]):
+        r = cli(*command, timeout=20)
+        assert r.returncode == (2 if command[0] == "start" else 1), (command, r.stderr)
+        text = r.stderr + r.stdout
+        assert "Traceback" not in text and "unexpected" not in text and "chmod" not in text
+    assert "chmod" not in one_error_line(cli("start", "--node-id", "3"))
+
+
+@pytest.mark.parametrize("url", ["http://192.0.2.2:9\\@127.0.0.1:9", "http://127.0.0.1:abc",
+                                 "https://host:99999", "http://[::1", "http://user:pw@127.0.0.1",
+                                 "https://"])
+def test_coordinator_urls_that_parsers_could_read_two_ways_are_refused(cli, home, url):
+    init_home(home)
+    for command in (["start", "--node-id", "3"], ["verify"], ["status"]):
+        r = cli(*command, "--coordinator", url, timeout=20)
+        assert r.returncode == 2, (command, url, r.stderr)
+        assert "coordinator" in one_error_line(r)
+
+
+@pytest.mark.parametrize("config", ['node_id = 1e30', 'node_id = 99999999999999999999',
+                                    'node_id = 1.5', 'ollama = []', 'ollama = "http://[::1"',
+                                    '[[workers]]\nollama = "127.0.0.1:1"\nslots = 1000',
+                                    'model = 3'])
+def test_config_values_out_of_range_are_configuration_errors(cli, home, config):
+    init_home(home)
+    (home / "config.toml").write_text(config + "\n")
+    r = cli("start", "--coordinator", "http://127.0.0.1:9", timeout=20)
+    assert r.returncode == 2 and f"{home / 'config.toml'}: " in one_error_line(r), r.stderr
+
+
+def test_a_config_file_that_is_not_utf8_is_named(cli, home):
+    init_home(home)
+    (home / "config.toml").write_bytes(b'model = "\xff\xfe"\n')
+    r = cli("status")
+    assert r.returncode == 2 and "config.toml" in one_error_line(r)

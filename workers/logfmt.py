@@ -1,13 +1,27 @@
-"""One time format for every process of the daemon: `2026-11-25T15:07:45.428Z`, UTC.
+"""Text that reaches a terminal or a log: one UTC time stamp for every process of the daemon
+(`2026-11-25T15:07:45.428Z`), and outside text with its control characters escaped.
 
 Children (workers, the heartbeat process) log to stderr, which the terminal or the service
-manager's journal shows next to the supervisor's lines; the same stamp keeps them sortable."""
+manager's journal shows next to the supervisor's lines; the same stamp keeps them sortable.
+Model names, error messages and request ids come from Ollama and the coordinator: an escape
+sequence in them must never reach an operator's terminal raw."""
 import logging
+import re
 import sys
 import time
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str) -> str:
+    """Show control characters (ESC, CR, BEL, C1 …) as \\xNN; tabs and newlines stay."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
 
 class UtcFormatter(logging.Formatter):
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record)).replace("\n", "\\n")
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + \
             f".{int(record.msecs):03d}Z"

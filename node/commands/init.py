@@ -76,6 +76,9 @@ def cmd(home: Home, as_json: bool, force: bool) -> None:
 
     saved = read_state(home)
     replacing = key_exists(home.key)
+    if home.key.is_dir():
+        raise ConfigError(f"{home.key} is a folder, not a key file; move it aside, then run "
+                          "init again")
     if replacing and not force:
         known = saved.get("address")
         raise ConfigError(

@@ -10,6 +10,7 @@ from node.clikit import common_options, emit, emit_json_line
 from node.errors import ConfigError
 from node.home import Home
 from node.logtail import follow, tail_lines
+from workers.logfmt import escape_controls
 
 
 class _Stop(Exception):
@@ -30,7 +31,7 @@ def _follow(home: Home, n: int, as_json: bool) -> None:
             if as_json:
                 emit_json_line({"line": line})
             else:
-                sys.stdout.write(line + "\n")
+                sys.stdout.write(escape_controls(line) + "\n")
                 sys.stdout.flush()
     except (KeyboardInterrupt, _Stop):
         return

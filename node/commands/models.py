@@ -9,6 +9,7 @@ from node.cliopts import human_bytes, load_from_flags, settings_options
 from node.clikit import common_options, emit, emit_json_line
 from node.errors import ConfigError, NodeError
 from node.home import Home
+from workers.logfmt import escape_controls
 
 
 def _row(m: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +77,7 @@ class _Progress:
             self.close()
             if isinstance(digest, str) and isinstance(total, int):
                 status = f"{status} ({human_bytes(total)})"
-            click.echo(status)
+            click.echo(escape_controls(str(status)))
             self.last_status = str(ev.get("status", ""))
 
 

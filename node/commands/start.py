@@ -42,16 +42,24 @@ def cmd(home: Home, as_json: bool, node_id: int | None, coordinator: str | None,
         raise ConfigError("no node id: pass --node-id N (the nodeId the Console showed when "
                           "you registered this key)")
     from node.keyfile import read_key
+    from node.logsetup import setup_logging
+    from node.runlock import RunLock
+    from node.supervisor import Supervisor
+
     secret = read_key(home.key)
     os.umask(0o077)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file can carry the key
-    from node.logsetup import setup_logging
-    setup_logging(home.log, as_json, debug=os.environ.get("PARALLELIX_DEBUG") == "1")
-    run = prepare(settings, secret, gpu, graceful_timeout, resolve)
-    if node_id is not None:
-        remember_node_id(home, node_id)
-    from node.supervisor import Supervisor
-    sys.exit(asyncio.run(Supervisor(run).run()))
+    lock = RunLock(home)
+    lock.acquire()  # before logging: a refused second start must not write to the first's log
+    try:
+        setup_logging(home.log, as_json, debug=os.environ.get("PARALLELIX_DEBUG") == "1")
+        run = prepare(settings, secret, gpu, graceful_timeout, resolve)
+        if node_id is not None:
+            remember_node_id(home, node_id)
+        code = asyncio.run(Supervisor(run).run())
+    finally:
+        lock.release()
+    sys.exit(code)
 
 
 def prepare(settings, secret: bytes, gpu: bool | None, graceful_timeout: float, resolve):

@@ -1,5 +1,8 @@
 """`status`: the node's identity, state, settings and contracts; the daemon's live view when
 it is running. Fast: no key, no HTTP, no probing (no requests, eth-account or zmq imports)."""
+import signal
+import sys
+
 import click
 
 from node.cliopts import load_from_flags, settings_options
@@ -7,6 +10,7 @@ from node.clikit import common_options, emit, emit_json_line
 from node.home import Home
 from node.livestatus import query_live
 from node.status_view import offline_status, render_status
+from workers.logfmt import escape_controls
 
 
 @click.command("status")
@@ -33,11 +37,21 @@ def watch_events(home: Home, as_json: bool) -> None:
 
     if running_pid(home) is None:
         raise NodeError(f"no daemon runs for {home.root}; start it with parallelix-node start")
-    for event in events(home):
-        if as_json:
-            emit_json_line(event)
-        elif event["type"] == "watch.hello":
-            click.echo(f"watching {home.root} (state {event['state']}); Ctrl-C stops")
-        else:
-            fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "atMs"))
-            click.echo(f"{event['type']} {fields}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # as Ctrl-C: a normal way to stop
+    greeted = False
+    try:
+        for event in events(home):
+            if event["type"] == "watch.hello":
+                if greeted:  # a hello for another watcher that joined later
+                    continue
+                greeted = True
+            if as_json:
+                emit_json_line(event)
+            elif event["type"] == "watch.hello":
+                click.echo(f"watching {home.root} (state {event['state']}); Ctrl-C stops")
+            else:
+                fields = " ".join(f"{k}={v}" for k, v in event.items()
+                                  if k not in ("type", "atMs"))
+                click.echo(escape_controls(f"{event['type']} {fields}"))
+    except KeyboardInterrupt:
+        return
