@@ -141,7 +141,8 @@ class Coordinator:
                                    resp.status_code)
         body = _json_object(resp)
         if body is None:
-            raise CoordinatorError(f"coordinator {self.base}/network sent no JSON object")
+            raise CoordinatorError(f"coordinator {self.base}/network sent no JSON object",
+                                   resp.status_code)
         contracts = body.get("contracts")
         contracts = {k: v for k, v in contracts.items() if isinstance(v, str)} \
             if isinstance(contracts, dict) else {}

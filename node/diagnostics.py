@@ -127,9 +127,10 @@ def check_ollama(base: str, model: str) -> list[Check]:
     try:
         version = get_version(base, http)
     except OllamaError as e:
-        return [Check("ollama", False, str(e),
-                      "start Ollama (ollama serve, or: sudo systemctl start ollama), or point "
-                      "--ollama / OLLAMA_HOST at it"),
+        fix = ("point --ollama / OLLAMA_HOST at Ollama (something else answered there)"
+               if e.status else "start Ollama (ollama serve, or: sudo systemctl start ollama), "
+               "or point --ollama / OLLAMA_HOST at it")
+        return [Check("ollama", False, str(e), fix),
                 skipped("model", f"Ollama at {base} is not reachable")]
     checks = [Check("ollama", True, f"Ollama {version} at {base}")]
     try:
@@ -153,9 +154,11 @@ def check_coordinator(home: Home, url: str) -> list[Check]:
     try:
         info = Coordinator(url, timeout=10.0).network()
     except CoordinatorError as e:
-        return [Check("coordinator", False, str(e),
-                      "check the network, DNS and firewall, or the --coordinator URL "
-                      "(PARALLELIX_COORDINATOR, config.toml)"),
+        fix = ("the server answered but not as a ParalleliX coordinator: check the --coordinator "
+               "URL (PARALLELIX_COORDINATOR, config.toml), including its path (/api)"
+               if e.status else "check the network, DNS and firewall, or the --coordinator URL "
+               "(PARALLELIX_COORDINATOR, config.toml)")
+        return [Check("coordinator", False, str(e), fix),
                 skipped("clock", "the coordinator is not reachable")]
     received = now_ms()
     detail = f"{url} answered in {info.latency_ms} ms"

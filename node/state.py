@@ -26,6 +26,25 @@ def read_state(home: Home) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def state_problem(home: Home) -> str | None:
+    """Why state.json cannot be trusted (unreadable, not a JSON object, fields of the wrong
+    type), or None when it is fine or absent."""
+    try:
+        data = json.loads(home.state.read_text())
+    except FileNotFoundError:
+        return None
+    except (ValueError, OSError) as e:
+        return f"{home.state} is unreadable ({type(e).__name__})"
+    if not isinstance(data, dict):
+        return f"{home.state} does not hold a JSON object"
+    wrong = [k for k, kind in (("state", str), ("address", str), ("nodeKeyHash", str),
+                               ("tier", int), ("network", dict), ("nodeId", int))
+             if k in data and not isinstance(data[k], kind)]
+    if "state" in data and data["state"] not in STATES:
+        wrong.append("state")
+    return f"{home.state} has fields of the wrong type: {', '.join(wrong)}" if wrong else None
+
+
 def current_state(home: Home, saved: dict[str, Any] | None = None) -> str:
     """FRESH without a key; otherwise the saved state, INITED by default."""
     if not home.key.exists():

@@ -7,12 +7,7 @@ process reads it) and does no probing, so `status` starts fast. The daemon's liv
 from typing import Any
 
 from node.home import Home
-from node.state import FRESH, current_state, read_state
-
-# Offline fields, in the order the plain renderer prints them.
-_FIELDS = ("state", "address", "nodeKeyHash", "nodeId", "tier", "coordinator", "ollama", "model",
-           "network", "home", "log", "live")
-
+from node.state import FRESH, current_state, read_state, state_problem
 
 def offline_status(home: Home, settings: Any) -> dict[str, Any]:
     """The node as its files describe it: identity and state from state.json (written by init,
@@ -35,7 +30,14 @@ def offline_status(home: Home, settings: Any) -> dict[str, Any]:
         "network": network,
         "home": str(home.root),
         "log": str(home.log),
+        "warning": _warning(home),
     }
+
+
+def _warning(home: Home) -> str | None:
+    problem = state_problem(home)
+    return problem and (f"{problem}; run parallelix-node verify (it records the address again) "
+                        "or start the daemon (it rewrites the state)")
 
 
 def _fmt(value: Any) -> str:
@@ -79,6 +81,8 @@ def render_status(doc: dict[str, Any]) -> list[str]:
     else:
         rows.append(("daemon", "not running (or not answering)"))
     rows.append(("home", _fmt(doc.get("home"))))
+    if doc.get("warning"):
+        rows.append(("warning", doc["warning"]))
     width = max(len(k) for k, _ in rows)
     return [f"{k:<{width}}  {v}" if k else f"{'':<{width}}  {v}" for k, v in rows]
 

@@ -138,3 +138,14 @@ def test_a_proxy_403_page_on_heartbeats_does_not_stop_the_node(scripted, node_ho
         node.signal(signal.SIGTERM)
         assert node.wait_exit(30) == 0
     assert failed["status"] == "403"
+
+
+def test_verify_says_when_something_else_answers_at_those_addresses(scripted, cli, node_home):
+    page = (200, "text/html", b"<html>a web server</html>")
+    server = scripted({("GET", "/network"): page, ("GET", "/api/version"): page})
+    r = cli("verify", "--json", "--coordinator", server.url, "--ollama", server.url)
+    checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    assert r.returncode == 1
+    assert "something other than Ollama" in checks["ollama"]["detail"]
+    assert "something else answered" in checks["ollama"]["fix"]
+    assert "not as a ParalleliX coordinator" in checks["coordinator"]["fix"]

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from tests.conftest import ROOT, clean_env, one_error_line
@@ -112,3 +113,16 @@ def test_offline_status_is_a_plain_dict(tmp_path):
     assert doc["state"] == "FRESH" and doc["ollama"] == ["http://127.0.0.1:11434"]
     json.dumps(doc)
     assert render_status({**doc, "live": False})[0].startswith("state")
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"address": 5, "state": "ACTIVE"}',
+                                     '{"state": "SLEEPING"}', '{"network": "x"}'])
+def test_a_corrupt_state_file_is_named_with_what_to_do(cli, home, content):
+    r = cli("init")
+    assert r.returncode == 0
+    (home / "state.json").write_text(content)
+    doc = cli.json("status")
+    plain = cli("status")
+    assert doc["warning"].startswith(f"{home / 'state.json'}") and "verify" in doc["warning"]
+    assert plain.returncode == 0 and "warning" in plain.stdout and "Traceback" not in plain.stderr
+    assert doc["address"] is None or isinstance(doc["address"], str)

@@ -54,13 +54,16 @@ def get_json(base: str, path: str, http: requests.Session | None = None,
     try:
         return resp.json()
     except ValueError:
-        raise OllamaError(f"Ollama at {base} sent a body that is not JSON on {path}") from None
+        raise OllamaError(f"{base} answered {path} with something that is not JSON: is "
+                          "something other than Ollama listening there? check --ollama / "
+                          "OLLAMA_HOST", resp.status_code) from None
 
 
 def get_version(base: str, http: requests.Session | None = None) -> str:
     body = get_json(base, "/api/version", http)
     if not isinstance(body, dict) or not isinstance(body.get("version"), str):
-        raise OllamaError(f"Ollama at {base} sent an unexpected /api/version answer")
+        raise OllamaError(f"{base} answered /api/version without a version: is something other "
+                          "than Ollama listening there? check --ollama / OLLAMA_HOST", 200)
     return body["version"]
 
 
@@ -69,7 +72,8 @@ def list_models(base: str, http: requests.Session | None = None) -> list[dict[st
     body = get_json(base, "/api/tags", http)
     models = body.get("models") if isinstance(body, dict) else None
     if not isinstance(models, list):
-        raise OllamaError(f"Ollama at {base} sent an unexpected /api/tags answer")
+        raise OllamaError(f"{base} answered /api/tags without a model list: is something other "
+                          "than Ollama listening there? check --ollama / OLLAMA_HOST", 200)
     return [m for m in models
             if isinstance(m, dict) and isinstance(m.get("name"), str) and not m.get("remote_host")]
 
