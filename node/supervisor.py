@@ -682,6 +682,7 @@ class Supervisor:
             self._reap_workers(now)
             self._murder_hung(now)
             await self._retry_lost(now)
+            self._expire_pending()
             await self._ping(now)
             if not self.stopping:
                 self._respawn(now)
@@ -740,6 +741,13 @@ class Supervisor:
                 self._report_failure(rec.req.id, "inference_failed",
                                      f"the worker died while serving it (attempt {rec.attempt})")
         await self._dispatch()
+
+    def _expire_pending(self) -> None:
+        """A request no worker could take before its deadline is given back as a timeout."""
+        late = [(req, n) for req, n in self.pending if now_ms() > req.deadline_ms]
+        for req, attempt in late:
+            self.pending.remove((req, attempt))
+            self._report_failure(req.id, "timeout", "no worker was free before the deadline")
 
     def _respawn(self, now: float) -> None:
         for slot in self.slots:
