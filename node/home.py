@@ -69,6 +69,8 @@ class Home:
 
 def resolve_home(flag: str | None) -> Home:
     """--home beats $PARALLELIX_HOME beats ~/.parallelix."""
+    if flag is not None and not flag.strip():
+        raise ConfigError("--home is empty; give a folder, or leave --home out for ~/.parallelix")
     raw = flag or os.environ.get("PARALLELIX_HOME") or "~/.parallelix"
     return Home(Path(raw).expanduser().absolute())
 

@@ -187,3 +187,16 @@ def test_follow_truncated_log(home, follower):
     assert out.line() == "y"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0
+
+
+def test_a_log_path_that_is_not_a_file_is_refused_not_waited_on(cli, home):
+    home.mkdir(mode=0o700)
+    os.mkfifo(home / "node.log")
+    for args in (["logs"], ["logs", "-f"]):
+        r = cli(*args, timeout=20)
+        assert r.returncode == 2 and "not a regular file" in one_error_line(r)
+
+
+def test_an_empty_home_flag_is_refused(cli):
+    r = cli("status", "--home", "")
+    assert r.returncode == 2 and "--home is empty" in one_error_line(r)

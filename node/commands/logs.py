@@ -49,6 +49,9 @@ def _follow(home: Home, n: int, as_json: bool) -> None:
 @common_options
 def cmd(home: Home, as_json: bool, n: int, follow_: bool) -> None:
     """Show the last lines of the node log, or follow it."""
+    if home.log.exists() and not home.log.is_file():
+        raise ConfigError(f"{home.log} is not a regular file (the daemon writes its log there); "
+                          "move it aside")
     if follow_:
         _follow(home, n, as_json)
         return
