@@ -1,5 +1,6 @@
 """Liveness and lifecycle of the daemon, with real processes: stopping on 403, signals,
 worker supervision, the heartbeat process under load, the one-daemon-per-home lock."""
+import contextlib
 import json
 import os
 import signal
@@ -49,20 +50,30 @@ def live(home: Path) -> dict:
     return doc
 
 
+@contextlib.contextmanager
+def one_request_in_flight(node_home, standin, prompt: str, *daemon_args: str,
+                          coordinator_args: tuple[str, ...] = ()):
+    """A dev coordinator holding `prompt`, a daemon serving it; yields once it is in flight."""
+    home, address = node_home
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}", *coordinator_args,
+                               "--prompt", prompt) as (_, url):
+        with run_daemon(home, NODE_ID, url, standin, *daemon_args) as node:
+            wait_for(url, lambda s: s["inflight"], what="the request in flight")
+            yield url, node
+
+
 @pytest.mark.parametrize("code,state,status", [
     ("not_staked", "INITED", 0), ("in_cooldown", "COOLING", 0), ("retired", "RETIRED", 0),
     ("key_mismatch", None, 3), ("unknown_node", None, 3)])
 def test_denied_while_serving_stops_with_the_right_state_and_status(node_home, standin, code,
                                                                    state, status):
-    home, address = node_home
-    with start_dev_coordinator("--node", f"{NODE_ID}={address}", "--heartbeat-ms", "1000",
-                               "--prompt", "slow [[sleep:20000]]") as (_, url):
-        with run_daemon(home, NODE_ID, url, standin) as node:
-            wait_for(url, lambda s: s["inflight"], what="a request in flight")
-            denied_at = time.monotonic()
-            admin(url, "deny", {"code": code})
-            assert node.wait_exit(10) == status
-            took = time.monotonic() - denied_at
+    home, _ = node_home
+    with one_request_in_flight(node_home, standin, "slow [[sleep:20000]]",
+                               coordinator_args=("--heartbeat-ms", "1000")) as (url, node):
+        denied_at = time.monotonic()
+        admin(url, "deny", {"code": code})
+        assert node.wait_exit(10) == status
+        took = time.monotonic() - denied_at
     print(f"403 {code} -> exit {status} in {took:.2f}s")
     assert took < 5.0 + 1.0  # PROTOCOL.md: within 5 s (+1 s: the heartbeat interval here)
     if state:
@@ -86,47 +97,40 @@ def test_denied_at_attach_exits_without_serving(node_home, standin):
 
 
 def test_sigterm_mid_request_delivers_the_result_then_exits_0(node_home, standin):
-    home, address = node_home
-    with start_dev_coordinator("--node", f"{NODE_ID}={address}",
-                               "--prompt", "finish me [[sleep:1500]]") as (_, url):
-        with run_daemon(home, NODE_ID, url, standin) as node:
-            wait_for(url, lambda s: s["inflight"], what="the request in flight")
-            node.signal(signal.SIGTERM)
-            assert node.wait_exit(30) == 0
-            done = wait_for(url, lambda s: s["accepted"] == 1, timeout=1, what="the result")
+    home, _ = node_home
+    with one_request_in_flight(node_home, standin, "finish me [[sleep:1500]]") as (url, node):
+        node.signal(signal.SIGTERM)
+        assert node.wait_exit(30) == 0
+        done = wait_for(url, lambda s: s["accepted"] == 1, timeout=1, what="the result")
     assert done["failureReports"] == []
     assert list((home / "outbox").glob("*.json")) == []
 
 
-def test_second_signal_gives_the_rest_back_as_shutdown(node_home, standin):
-    home, address = node_home
-    with start_dev_coordinator("--node", f"{NODE_ID}={address}",
-                               "--prompt", "too slow [[sleep:60000]]") as (_, url):
-        with run_daemon(home, NODE_ID, url, standin) as node:
-            wait_for(url, lambda s: s["inflight"], what="the request in flight")
-            node.signal(signal.SIGTERM)
+@pytest.mark.parametrize("at_once", [False, True])
+def test_second_signal_gives_the_rest_back_as_shutdown(node_home, standin, at_once):
+    with one_request_in_flight(node_home, standin, "too slow [[sleep:60000]]") as (url, node):
+        node.signal(signal.SIGTERM)
+        if not at_once:
             node.wait_event(is_event("stop.graceful"))
-            node.signal(signal.SIGINT)
-            assert node.wait_exit(30) == 0
-            done = wait_for(url, lambda s: s["failureReports"], timeout=5, what="the report")
+        node.signal(signal.SIGINT)
+        assert node.wait_exit(30) == 0
+        done = wait_for(url, lambda s: s["failureReports"], timeout=5, what="the report")
     assert [f["code"] for f in done["failureReports"]] == ["shutdown"]
     assert done["accepted"] == 0
 
 
 def test_sigkill_of_a_busy_worker_is_served_by_another_once(node_home, standin):
-    home, address = node_home
-    with start_dev_coordinator("--node", f"{NODE_ID}={address}",
-                               "--prompt", "survive [[sleep:2000]]") as (_, url):
-        with run_daemon(home, NODE_ID, url, standin, "--workers", "2") as node:
-            wait_for(url, lambda s: s["inflight"], what="the request in flight")
-            busy = next(w for w in live(home)["workers"] if w["busy"])
-            os.kill(busy["pid"], signal.SIGKILL)
-            done = wait_for(url, lambda s: s["accepted"] == 1, timeout=30, what="the retry")
-            retry = node.wait_event(is_event("request.retry"))
-            replaced = node.wait_event(lambda e: e.get("event") == "worker.replaced"
-                                       and e.get("slot") == busy["slot"])
-            node.wait_event(lambda e: e.get("event") == "worker.ready"
-                            and e.get("slot") == busy["slot"])
+    home, _ = node_home
+    with one_request_in_flight(node_home, standin, "survive [[sleep:2000]]",
+                               "--workers", "2") as (url, node):
+        busy = next(w for w in live(home)["workers"] if w["busy"])
+        os.kill(busy["pid"], signal.SIGKILL)
+        done = wait_for(url, lambda s: s["accepted"] == 1, timeout=30, what="the retry")
+        retry = node.wait_event(is_event("request.retry"))
+        replaced = node.wait_event(lambda e: e.get("event") == "worker.replaced"
+                                   and e.get("slot") == busy["slot"])
+        node.wait_event(lambda e: e.get("event") == "worker.ready"
+                        and e.get("slot") == busy["slot"])
     assert "killed by SIGKILL" in replaced["reason"] and busy["slot"] in str(retry)
     assert done["duplicateCount"] == 0 and done["failureReports"] == []
 
@@ -243,16 +247,3 @@ def test_a_killed_heartbeat_process_is_respawned_and_seq_keeps_counting(node_hom
             assert live(home)["heartbeatPid"] not in (None, first)
     seqs = [h["seq"] for h in done["heartbeats"]]
     assert seqs == sorted(set(seqs)) and done["seqViolations"] == 0, seqs
-
-
-def test_two_signals_at_once_still_give_in_flight_work_back(node_home, standin):
-    home, address = node_home
-    with start_dev_coordinator("--node", f"{NODE_ID}={address}",
-                               "--prompt", "stuck [[sleep:60000]]") as (_, url):
-        with run_daemon(home, NODE_ID, url, standin) as node:
-            wait_for(url, lambda s: s["inflight"], what="the request in flight")
-            node.signal(signal.SIGTERM)
-            node.signal(signal.SIGTERM)
-            assert node.wait_exit(30) == 0
-            done = wait_for(url, lambda s: s["failureReports"], timeout=5, what="the report")
-    assert [f["code"] for f in done["failureReports"]] == ["shutdown"]
