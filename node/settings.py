@@ -3,7 +3,7 @@ import ipaddress
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,7 +44,6 @@ class Settings:
     model: str
     node_id: int | None
     workers: tuple[WorkerSpec, ...]
-    sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def ollama(self) -> str:
@@ -228,8 +227,7 @@ def load_settings(home: Home, *, coordinator: str | None = None, ollama: tuple[s
         hosts = pick("ollama", tuple(ollama), ENV_OLLAMA, DEFAULT_OLLAMA)
         specs = check("ollama", lambda v: tuple(WorkerSpec(parse_ollama_host(h), per_endpoint or 1)
                                                 for h in _host_list(v)), hosts)
-    return Settings(home=home, coordinator=coord, model=mdl, node_id=nid, workers=specs,
-                    sources=sources)
+    return Settings(home=home, coordinator=coord, model=mdl, node_id=nid, workers=specs)
 
 
 def _coordinator_text(value: Any) -> str:
