@@ -16,6 +16,9 @@ CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 15.0
 # The only answers that stop the node (PROTOCOL.md, "Stopping on unstake").
 DENIAL_CODES = ("not_staked", "in_cooldown", "retired", "key_mismatch", "unknown_node")
+# The only answers that mean "this message is wrong, never send it again": anything else (a
+# proxy's 413 or 401, a bare 400 page) is retried, so no signed result is shelved by mistake.
+REJECTION_CODES = ("bad_request", "bad_signature", "bad_poe")
 
 
 class CoordinatorError(Exception):
@@ -100,8 +103,8 @@ class Coordinator:
         """Send one request and classify the answer (raises CoordinatorError/Denied/Rejected).
 
         Liberal in what it accepts: any 2xx is success, its body read only where the caller
-        needs one; only PROTOCOL.md's denial codes stop the node, so a bare 403/404 (a proxy's
-        error page, say) is retried like a 5xx."""
+        needs one. Only PROTOCOL.md's codes are final (denials stop the node, a 400 with a
+        rejection code is never retried); any other answer (a proxy's error page) is retried."""
         try:
             resp = self.http.request(method, self.base + path, json=json, params=params,
                                      headers=headers,
@@ -121,9 +124,9 @@ class Coordinator:
         code, detail = _error_fields(resp)
         if status in (403, 404) and code in DENIAL_CODES:
             raise Denied(status, code, detail)
-        if status in (409, 410):
+        if status in (409, 410) and path == "/operator/result":
             return Answer(status, {"error": code, "detail": detail})
-        if 400 <= status < 500 and status not in (403, 404, 408, 429):
+        if status == 400 and code in REJECTION_CODES:
             raise Rejected(status, code, detail)
         raise CoordinatorError(f"coordinator answered {status} {code} on {path}", status)
 

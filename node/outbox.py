@@ -68,6 +68,8 @@ class Outbox:
                 os.replace(path, self.rejected / path.name)
                 log.error("outbox.unreadable file=%s reason=%s moved=rejected/", path.name, e)
                 continue
+            if path != self._path(body["requestId"]):  # named by an older build: rename
+                os.replace(path, self._path(body["requestId"]))
             bodies.append(body)
         return bodies
 

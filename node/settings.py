@@ -113,14 +113,15 @@ def check_coordinator(url: str) -> str:
     credentials, a bad port."""
     url = url.strip()
     hint = f"use e.g. --coordinator {DEFAULT_COORDINATOR}"
-    if any(c in url for c in "\\ \t\r\n") or "@" in url.partition("//")[2].split("/")[0]:
-        raise ConfigError(f"coordinator {url!r} has characters or credentials a coordinator URL "
-                          f"never needs; {hint}")
     try:
         split = urlsplit(url)
         host, port = split.hostname, split.port
     except ValueError as e:
         raise ConfigError(f"coordinator {url!r} is not a valid URL ({e}); {hint}") from None
+    if any(c in url for c in "\\ \t\r\n") or "@" in split.netloc or split.query \
+            or split.fragment or "?" in url or "#" in url:
+        raise ConfigError(f"coordinator {url!r} has characters, credentials, a query or a "
+                          f"fragment a coordinator base URL never needs; {hint}")
     if split.scheme not in ("http", "https") or not host or port == 0:
         raise ConfigError(f"coordinator {url!r} is not an http(s) URL with a host; {hint}")
     if split.scheme == "http" and not is_loopback(host):
@@ -144,7 +145,7 @@ def read_config(path: Path) -> dict[str, Any]:
 def _positive_int(value: Any, what: str, most: int) -> int:
     """A whole number in 1..most: a TOML integer or the digits of a flag or variable (a TOML
     float such as 1e30 is refused, not rounded)."""
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal():
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
         raise ConfigError(f"{what} must be a whole number from 1 to {most}, not {value!r}")

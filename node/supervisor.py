@@ -376,7 +376,7 @@ class Supervisor:
             finally:
                 self.reserved -= 1
             backoff = 1.0
-            if not await self._accept(answer.body if answer.status == 200 else {}):
+            if not await self._accept(answer.body if answer.status != 204 else {}):
                 await self._sleep_unless_stopping(self.poll_interval * random.uniform(0.8, 1.2))
 
     async def _accept(self, body: dict[str, Any]) -> bool:
@@ -391,12 +391,12 @@ class Supervisor:
                 self._report_failure(parsed.request_id, "inference_failed",
                                      f"malformed request: {parsed.reason}")
             return False
-        if self.stopping:
-            self._report_failure(parsed.id, "shutdown", "node is stopping")
-            return True
         if any(r.req.id == parsed.id for r in self.jobs.values()) or \
                 any(req.id == parsed.id for req, _ in self.pending):
             log.warning("inbox.duplicate request=%s: already being served, ignored", parsed.id)
+            return False
+        if self.stopping:
+            self._report_failure(parsed.id, "shutdown", "node is stopping")
             return True
         log.debug("inbox.request id=%s model=%s", parsed.id, parsed.model)
         self.pending.append((parsed, 1))
@@ -526,9 +526,12 @@ class Supervisor:
                 delay = min(delay * 2, 60.0)
                 continue
             except Rejected as e:
-                path = await run_blocking(self.outbox.reject, rid)
+                try:
+                    kept = await run_blocking(self.outbox.reject, rid)
+                except OSError as err:
+                    kept = f"nowhere ({err.strerror})"
                 log.error("result.rejected request=%s error=%s: a node bug; the signed result is "
-                          "kept at %s and never retried", rid, e, path)
+                          "kept at %s and never retried", rid, e, kept)
                 return
             except Denied as e:
                 self._denied(e.status, e.code, e.detail)
@@ -553,7 +556,7 @@ class Supervisor:
             "--node-id", str(self.node_id), "--coordinator", cfg.settings.coordinator,
             "--connect", self.hb_endpoint, "--interval-ms",
             str(int(self.heartbeat_interval * 1000)), "--parent-pid", str(os.getpid()),
-            "--first-seq", str(self.beat_seq + 1)],
+            "--first-seq", str(self.beat_seq + 2)],  # +2: the dead one may have sent one more
             stdin=subprocess.PIPE)
         assert self.hb_proc.stdin is not None
         self.hb_proc.stdin.write(cfg.secret.hex().encode() + b"\n")  # a pipe, never a socket
@@ -818,7 +821,7 @@ class Supervisor:
 def _interval(value: Any, default: int) -> int:
     """A coordinator-given interval in ms (10000.0 is as good as 10000), kept within sane
     bounds (100 ms .. 10 min); anything else means the default."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == int(value) \
-            and 100 <= value <= 600_000:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and 100 <= value <= 600_000 and value == int(value):  # bounds first: no inf, no NaN
         return int(value)
     return default

@@ -89,6 +89,10 @@ def test_any_2xx_to_a_heartbeat_or_result_is_success(scripted, answer):
     (HTML_403, CoordinatorError, None), ((404, "text/plain", b"not here"), CoordinatorError, None),
     (j(403, {"error": "rate_limited"}), CoordinatorError, None),
     (j(400, {"error": "bad_poe"}), Rejected, "bad_poe"), (j(429, {"error": "slow"}), CoordinatorError, None),
+    ((400, "text/html", b"<html>400 Bad Request (proxy)"), CoordinatorError, None),
+    ((413, "text/html", b"<html>Request Entity Too Large"), CoordinatorError, None),
+    (j(401, {"error": "unauthorized"}), CoordinatorError, None),
+    (j(400, {"error": "weird_new_code"}), CoordinatorError, None),
     ((502, "text/html", b"bad gateway"), CoordinatorError, None)])
 def test_only_protocol_denials_stop_the_node(scripted, answer, raised, code):
     server = scripted({("POST", "/operator/result"): answer})
@@ -149,3 +153,23 @@ def test_verify_says_when_something_else_answers_at_those_addresses(scripted, cl
     assert "something other than Ollama" in checks["ollama"]["detail"]
     assert "something else answered" in checks["ollama"]["fix"]
     assert "not as a ParalleliX coordinator" in checks["coordinator"]["fix"]
+
+
+def test_a_409_means_delivered_only_for_results(scripted):
+    server = scripted({("POST", "/operator/attach"): j(409, {"error": "already_submitted"})})
+    with pytest.raises(CoordinatorError):
+        Coordinator(server.url).attach(Signer(new_secret()), 1, {}, "0x00")
+
+
+def test_intervals_the_json_reader_cannot_make_whole_fall_back_to_defaults(scripted, node_home,
+                                                                           standin):
+    home, _ = node_home
+    routes = node_routes(inbox=(204, "text/plain", b""))
+    routes[("POST", "/operator/attach")] = (200, "application/json",
+                                            b'{"heartbeatIntervalMs": Infinity, "pollIntervalMs": NaN}')
+    server = scripted(routes)
+    with run_daemon(home, 7, server.url, standin) as node:
+        attached = node.wait_event(is_event("attached"))
+        node.signal(signal.SIGTERM)
+        assert node.wait_exit(30) == 0
+    assert (attached["heartbeat"], attached["poll"]) == ("10.0s", "1.0s")

@@ -35,3 +35,11 @@ def test_files_are_owner_only(tmp_path):
     outbox = Outbox(tmp_path / "outbox")
     path = outbox.put(body("r1"))
     assert (path.stat().st_mode & 0o777, outbox.folder.stat().st_mode & 0o777) == (0o600, 0o700)
+
+
+def test_a_file_named_by_an_older_scheme_is_renamed_so_it_can_be_removed(tmp_path):
+    outbox = Outbox(tmp_path / "outbox")
+    (outbox.folder / "req_1.json").write_text(json.dumps(body("req_1")))
+    assert [b["requestId"] for b in outbox.pending()] == ["req_1"]
+    outbox.remove("req_1")
+    assert outbox.depth() == 0

@@ -52,6 +52,6 @@ def watch_events(home: Home, as_json: bool) -> None:
             else:
                 fields = " ".join(f"{k}={v}" for k, v in event.items()
                                   if k not in ("type", "atMs"))
-                click.echo(escape_controls(f"{event['type']} {fields}"))
+                click.echo(escape_controls(f"{event['type']} {fields}").replace("\n", "\\n"))
     except KeyboardInterrupt:
         return
