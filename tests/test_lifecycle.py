@@ -247,3 +247,19 @@ def test_a_killed_heartbeat_process_is_respawned_and_seq_keeps_counting(node_hom
             assert live(home)["heartbeatPid"] not in (None, first)
     seqs = [h["seq"] for h in done["heartbeats"]]
     assert seqs == sorted(set(seqs)) and done["seqViolations"] == 0, seqs
+
+
+def test_a_request_whose_second_worker_dies_too_is_reported_failed_once(node_home, standin):
+    home, _ = node_home
+    with one_request_in_flight(node_home, standin, "cursed [[sleep:4000]]", "--workers", "2",
+                               coordinator_args=("--max-attempts", "1")) as (url, node):
+        first = next(w for w in live(home)["workers"] if w["busy"])
+        os.kill(first["pid"], signal.SIGKILL)
+        node.wait_event(is_event("request.retry"))
+        wait_until(lambda: any(w["busy"] for w in live(home)["workers"]), 10, "the retry running")
+        second = next(w for w in live(home)["workers"] if w["busy"])
+        os.kill(second["pid"], signal.SIGKILL)
+        done = wait_for(url, lambda s: s["failedFinal"], timeout=20, what="the failure report")
+    assert second["slot"] != first["slot"]
+    assert [f["code"] for f in done["failureReports"]] == ["inference_failed"]
+    assert done["accepted"] == 0 and "died" in done["failureReports"][0]["message"]
