@@ -45,7 +45,6 @@ DEADLINE_GRACE = 15.0       # a job this far past its deadline means its worker 
 LOST_JOB_GRACE = 1.0        # wait for a dead worker's last message before retrying its job
 MAX_ATTEMPTS = 2            # a request is tried on at most two workers, then reported failed
 EXIT_OK, EXIT_FAILURE, EXIT_IDENTITY = 0, 1, 3
-STOPPING_CODES = ("not_staked", "in_cooldown", "retired")
 
 
 def run_blocking(fn: Callable[..., T], *args: Any) -> "asyncio.Future[T]":
@@ -128,6 +127,7 @@ class Supervisor:
         self.abandon = False        # 403 or a bug: stop now, in-flight work is the coordinator's
         self.tasks: set[asyncio.Task] = set()
         self.deliveries: set[asyncio.Task] = set()
+        self.writes: set[asyncio.Future] = set()  # outbox writes under way
         self.signals: asyncio.Queue[int] = asyncio.Queue()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -305,7 +305,7 @@ class Supervisor:
         """403/404 from any endpoint or process: stop within 5 s (PROTOCOL.md)."""
         if self.abandon:
             return
-        if code in STOPPING_CODES:
+        if code in STATE_FOR_403:  # not_staked, in_cooldown, retired: a deliberate stop
             log.warning("coordinator.stop code=%s detail=%s: the node stops (exit 0)",
                         code, detail or "-")
             self._transition(STATE_FOR_403[code], code)
@@ -494,8 +494,11 @@ class Supervisor:
     def _commit(self, body: dict[str, Any]) -> None:
         """Write the signed body to the outbox (durable), then deliver it off the loop."""
         async def commit() -> None:
+            write = run_blocking(self.outbox.put, body)
+            self.writes.add(write)
+            write.add_done_callback(self.writes.discard)
             try:
-                await run_blocking(self.outbox.put, body)
+                await write
             except OSError as e:
                 log.error("outbox.write_failed request=%s reason=%s: delivering from memory; "
                           "it is lost if the daemon stops before the coordinator has it",
@@ -802,6 +805,8 @@ class Supervisor:
         end = max(time.monotonic() + 2.0, self.stop_deadline)
         while self.deliveries and not self.abandon and time.monotonic() < end:
             await asyncio.wait(set(self.deliveries), timeout=0.1)
+        if self.writes:  # even when abandoning, every signed result reaches the disk
+            await asyncio.wait(set(self.writes), timeout=5.0)
         for task in list(self.deliveries) + list(self.tasks):
             task.cancel()
         await self._send(self.hb, m.encoder.encode(m.StopHeartbeat()))

@@ -12,7 +12,7 @@ from typing import Any
 import requests
 
 from ipc.messages import MAX_WORK_MESSAGE, Done, Failed, Job, Metrics
-from workers.ollama import (CONNECT_TIMEOUT, OllamaError, _error_text, find_model, iter_ndjson,
+from workers.ollama import (CONNECT_TIMEOUT, OllamaError, error_text, find_model, iter_ndjson,
                             list_models, session)
 from workers.watchdog import Watchdog
 
@@ -139,7 +139,7 @@ class Generator:
         with resp, Watchdog(resp.raw.connection.sock, *first) as dog:
             try:
                 if resp.status_code != 200:
-                    raise http_failure(resp.status_code, _error_text(resp))
+                    raise http_failure(resp.status_code, error_text(resp))
                 return self._read(resp, dog, deadline)
             except (OSError, OllamaError, JobFailure) as e:  # requests' errors are OSErrors
                 if dog.expired:

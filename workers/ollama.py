@@ -26,7 +26,7 @@ def session() -> requests.Session:
     return s
 
 
-def _error_text(resp: requests.Response) -> str:
+def error_text(resp: requests.Response) -> str:
     try:
         body = resp.json()
         if isinstance(body, dict) and isinstance(body.get("error"), str):
@@ -49,7 +49,7 @@ def get_json(base: str, path: str, http: requests.Session | None = None,
     except requests.RequestException as e:
         raise OllamaError(f"Ollama at {base} could not be read ({type(e).__name__})") from None
     if resp.status_code != 200:
-        raise OllamaError(f"Ollama at {base} answered {resp.status_code}: {_error_text(resp)}",
+        raise OllamaError(f"Ollama at {base} answered {resp.status_code}: {error_text(resp)}",
                           resp.status_code)
     try:
         return resp.json()
@@ -124,7 +124,7 @@ def pull(base: str, name: str, http: requests.Session | None = None) -> Iterator
     with resp:
         if resp.status_code != 200:
             raise OllamaError(f"pulling {name} failed: Ollama answered {resp.status_code}: "
-                              f"{_error_text(resp)}", resp.status_code)
+                              f"{error_text(resp)}", resp.status_code)
         try:
             for obj in iter_ndjson(resp):
                 yield obj

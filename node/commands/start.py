@@ -8,6 +8,7 @@ import sys
 import click
 
 from node.clikit import common_options
+from node.cliopts import settings_options
 from node.errors import ConfigError
 from node.home import Home
 
@@ -17,20 +18,17 @@ log = logging.getLogger("parallelix.start")
 @click.command("start")
 @click.option("--node-id", type=click.IntRange(min=1), help="The nodeId from registerNode "
               "(remembered in config.toml) [env PARALLELIX_NODE_ID].")
-@click.option("--coordinator", metavar="URL", help="Coordinator base URL [env PARALLELIX_COORDINATOR].")
-@click.option("--ollama", metavar="URL", multiple=True,
-              help="Ollama endpoint; repeat for one Ollama per GPU [env OLLAMA_HOST].")
-@click.option("--model", help="Model to check for at start [env PARALLELIX_MODEL].")
 @click.option("--gpu/--cpu", "gpu", default=None,
               help="--gpu: refuse to start without a GPU. --cpu: run on the CPU, claim tier 1.")
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes per Ollama endpoint.")
 @click.option("--graceful-timeout", type=click.FloatRange(1, 600), default=15.0,
               show_default=True, help="Seconds to finish requests in flight on SIGTERM.")
 @common_options
+@settings_options()
 def cmd(home: Home, as_json: bool, node_id: int | None, coordinator: str | None,
         ollama: tuple[str, ...], model: str | None, gpu: bool | None, workers: int | None,
         graceful_timeout: float) -> None:
-    """Attach to NODE_ID and serve inference requests until stopped (SIGTERM drains)."""
+    """Attach to the node (--node-id) and serve inference until stopped (SIGTERM drains)."""
     from node.settings import load_settings, remember_node_id
 
     def resolve():
