@@ -1,7 +1,7 @@
 """What the node makes of inbox answers an independent coordinator might send."""
 import pytest
 
-from node.inbox import MAX_PROMPT_BYTES, InboxRequest, Malformed, parse_inbox
+from node.daemon.inbox import MAX_PROMPT_BYTES, InboxRequest, Malformed, parse_inbox
 
 GOOD = {"id": "req_1", "model": "llama3.2", "prompt": "hi", "system": None,
         "options": {"temperature": 0.7, "num_predict": 256}, "deadlineMs": 1764081294567}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from node.home import Home
-from node.livestatus import query_live
+from node.commands.livestatus import query_live
 from tests.conftest import ROOT, clean_env
 from tests.coord import admin, start_dev_coordinator, wait_for
 from tests.nodeproc import is_event, run_daemon
@@ -164,7 +164,7 @@ def test_supervisor_sigkill_takes_workers_and_heartbeat_down(node_home, standin)
             roles = [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
                      for pid in children]
             assert ["workers.inference --slot w0" in roles[0], "--slot w1" in roles[1],
-                    "node.heartbeat" in roles[2]] == [True, True, True], roles
+                    "node.daemon.heartbeat" in roles[2]] == [True, True, True], roles
             os.kill(node.proc.pid, signal.SIGKILL)
             node.wait_exit(10)
             took = wait_until(lambda: all(gone(p) for p in children), 10, "children to exit")

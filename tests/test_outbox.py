@@ -1,7 +1,7 @@
 """The outbox keeps one file per request id, whatever the ids look like."""
 import json
 
-from node.outbox import Outbox
+from node.daemon.outbox import Outbox
 
 
 def body(rid: str) -> dict:

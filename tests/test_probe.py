@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from node import hardware
-from node.hardware import Gpu, Hardware, ToolError
-from node.tier import tier_for
+from node.machine import hardware
+from node.machine.hardware import Gpu, Hardware, ToolError
+from node.machine.tier import tier_for
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gpu"
 CAT, SLEEP = shutil.which("cat"), shutil.which("sleep")

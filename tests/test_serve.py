@@ -7,7 +7,7 @@ import signal
 
 
 from node.home import Home
-from node.livestatus import query_live
+from node.commands.livestatus import query_live
 from scripts import protocol_verify as pv
 from tests.coord import admin, start_dev_coordinator, stats, wait_for
 from tests.nodeproc import is_event, run_daemon

@@ -11,7 +11,7 @@ from tests.conftest import ROOT, clean_env, one_error_line
 from tests.fakes import NETWORK, FakeCoordinator, FakeOllama, tag
 from node.home import Home
 from node.settings import load_settings
-from node.status_view import offline_status, render_status
+from node.commands.status_view import offline_status, render_status
 
 
 def test_fresh_before_init(cli):

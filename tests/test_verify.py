@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import one_error_line
 from tests.fakes import NETWORK, FakeCoordinator, FakeOllama, tag
-from node.diagnostics import check_disk
+from node.commands.diagnostics import check_disk
 from node.home import Home
 
 

@@ -14,7 +14,7 @@ import time
 import click
 
 from node.atomic import write_atomic
-from node.clikit import common_options, emit
+from node.commands.clikit import common_options, emit
 from node.errors import ConfigError
 from node.home import Home
 from node.keyfile import key_exists, read_key, write_key

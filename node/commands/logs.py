@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from node.clikit import common_options, emit, emit_json_line
+from node.commands.clikit import common_options, emit, emit_json_line
 from node.errors import ConfigError
 from node.home import Home
 from node.logtail import follow, tail_lines

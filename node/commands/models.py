@@ -5,8 +5,8 @@ from typing import Any
 
 import click
 
-from node.cliopts import human_bytes, load_from_flags, settings_options
-from node.clikit import common_options, emit, emit_json_line
+from node.commands.cliopts import human_bytes, load_from_flags, settings_options
+from node.commands.clikit import common_options, emit, emit_json_line
 from node.errors import ConfigError, NodeError
 from node.home import Home
 from workers.logfmt import escape_controls

@@ -3,11 +3,11 @@ from typing import Any
 
 import click
 
-from node.clikit import common_options, emit
-from node.hardware import Gpu, Hardware, probe_hardware
+from node.commands.clikit import common_options, emit
+from node.machine.hardware import Gpu, Hardware, probe_hardware
 from node.home import Home
 from node.settings import load_settings
-from node.tier import gpu_memory_mib, tier_for
+from node.machine.tier import gpu_memory_mib, tier_for
 from workers.ollama import OllamaError, get_version, list_models, session
 
 

@@ -7,9 +7,8 @@ from typing import Any
 
 import click
 
-from node import service_launchd as launchd
-from node import service_systemd as systemd
-from node.clikit import common_options, emit
+from node.service import launchd, systemd
+from node.commands.clikit import common_options, emit
 from node.errors import ConfigError
 from node.home import Home
 from node.service import (PLATFORMS, PROGRAM, Runner, Spec, Target, check_printable,

@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from node.clikit import common_options
-from node.cliopts import settings_options
+from node.commands.clikit import common_options
+from node.commands.cliopts import settings_options
 from node.errors import ConfigError
 from node.home import Home
 
@@ -41,8 +41,8 @@ def cmd(home: Home, as_json: bool, node_id: int | None, coordinator: str | None,
                           "you registered this key)")
     from node.keyfile import read_key
     from node.logsetup import setup_logging
-    from node.runlock import RunLock
-    from node.supervisor import Supervisor
+    from node.daemon.runlock import RunLock
+    from node.daemon.supervisor import Supervisor
 
     secret = read_key(home.key)
     os.umask(0o077)
@@ -62,11 +62,11 @@ def cmd(home: Home, as_json: bool, node_id: int | None, coordinator: str | None,
 
 def prepare(settings, secret: bytes, gpu: bool | None, graceful_timeout: float, resolve):
     """Probe the machine and Ollama, and build the signed-manifest inputs."""
-    from node.hardware import probe_hardware
+    from node.machine.hardware import probe_hardware
     from node.identity import Signer
-    from node.manifest import build_manifest
-    from node.supervisor import NodeRun
-    from node.tier import tier_for
+    from node.daemon.manifest import build_manifest
+    from node.daemon.supervisor import NodeRun
+    from node.machine.tier import tier_for
     from workers.ollama import OllamaError, get_version, has_model, list_models
 
     hw = probe_hardware()

@@ -5,11 +5,11 @@ import sys
 
 import click
 
-from node.cliopts import load_from_flags, settings_options
-from node.clikit import common_options, emit, emit_json_line
+from node.commands.cliopts import load_from_flags, settings_options
+from node.commands.clikit import common_options, emit, emit_json_line
 from node.home import Home
-from node.livestatus import query_live
-from node.status_view import offline_status, render_status
+from node.commands.livestatus import query_live
+from node.commands.status_view import offline_status, render_status
 from workers.logfmt import escape_controls
 
 
@@ -32,8 +32,8 @@ def cmd(home: Home, as_json: bool, coordinator: str | None, ollama: tuple[str, .
 def watch_events(home: Home, as_json: bool) -> None:
     """Print each event the daemon publishes: one line, or one JSON object per line."""
     from node.errors import NodeError
-    from node.livestatus import watch_events as events
-    from node.runlock import running_pid
+    from node.commands.livestatus import watch_events as events
+    from node.daemon.runlock import running_pid
 
     if running_pid(home) is None:
         raise NodeError(f"no daemon runs for {home.root}; start it with parallelix-node start")

@@ -5,8 +5,8 @@ import sys
 
 import click
 
-from node.cliopts import load_from_flags, settings_options
-from node.clikit import common_options, emit
+from node.commands.cliopts import load_from_flags, settings_options
+from node.commands.clikit import common_options, emit
 from node.home import Home
 
 
@@ -16,7 +16,7 @@ from node.home import Home
 def cmd(home: Home, as_json: bool, coordinator: str | None, ollama: tuple[str, ...],
         model: str | None) -> None:
     """Check key, Ollama, model, coordinator, clock and disk; print the fix for each failure."""
-    from node.diagnostics import run_all
+    from node.commands.diagnostics import run_all
     from node.state import current_state, read_state
 
     settings = load_from_flags(home, coordinator, ollama, model)

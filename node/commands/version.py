@@ -4,7 +4,7 @@ import sys
 
 import click
 
-from node.clikit import common_options, emit
+from node.commands.clikit import common_options, emit
 from node.home import Home
 from node.version import cli_version
 

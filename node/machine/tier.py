@@ -1,5 +1,5 @@
 """Which tier a node claims, by PROTOCOL.md "Tiers" (the coordinator may lower it)."""
-from node.hardware import Hardware
+from node.machine.hardware import Hardware
 
 GIB = 1024  # in MiB, the unit Hardware counts in
 

@@ -2,7 +2,7 @@
 
 `offline_status` reads only state.json and the settings (never the key: only the signing
 process reads it) and does no probing, so `status` starts fast. The daemon's live answer
-(node.livestatus) is merged over this document by the command: `{**offline, **live, "live": True}`.
+(node.commands.livestatus) is merged over this document by the command: `{**offline, **live, "live": True}`.
 """
 from typing import Any
 

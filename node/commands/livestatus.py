@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from node.home import Home
-from node.runlock import running_pid
+from node.daemon.runlock import running_pid
 
 
 def query_live(home: Home, timeout_ms: int = 1000) -> dict[str, Any] | None:

@@ -3,8 +3,8 @@
 This module holds what both managers share: the platform and scope, the command line the
 manager runs (`<entry point> start --node-id N --home <home>`), the templates, and a runner
 that records every manager call (`systemctl`, `loginctl`, `launchctl`) it makes. Rendering and
-the manager-specific install, uninstall and status live in node/service_systemd.py and
-node/service_launchd.py.
+the manager-specific install, uninstall and status live in node/service/systemd.py and
+node/service/launchd.py.
 """
 import importlib.resources
 import os
@@ -200,10 +200,10 @@ def check_printable(what: str, value: str) -> str:
 
 
 def template(name: str) -> string.Template:
-    """A template from the installed package `node.service_templates`, or from the repository's
+    """A template from the installed package `node.service.templates`, or from the repository's
     service-templates/ folder when running from a checkout (editable install)."""
     try:
-        text = (importlib.resources.files("node.service_templates") / name).read_text("utf-8")
+        text = (importlib.resources.files("node.service.templates") / name).read_text("utf-8")
     except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
         path = Path(__file__).resolve().parent.parent / "service-templates" / name
         try:

@@ -9,7 +9,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from node import procs
+from node.daemon import procs
 from node.settings import WorkerSpec
 
 log = logging.getLogger("parallelix.pool")

@@ -23,15 +23,15 @@ import zmq
 import zmq.asyncio
 
 from ipc import messages as m
-from node import pool, procs, sdnotify
+from node.daemon import pool, procs, sdnotify
 from node.coordinator import Coordinator, CoordinatorError, Denied, Rejected, now_ms
 from node.home import Home, make_private_dir
 from node.identity import Signer, node_key_hash
-from node.inbox import InboxRequest, Malformed, parse_inbox
-from node.manifest import manifest_hash
-from node.outbox import Outbox
-from node.results import signed_failure, signed_success
-from node.runlock import clear_stale_sockets, remove_empty_dir
+from node.daemon.inbox import InboxRequest, Malformed, parse_inbox
+from node.daemon.manifest import manifest_hash
+from node.daemon.outbox import Outbox
+from node.daemon.results import signed_failure, signed_success
+from node.daemon.runlock import clear_stale_sockets, remove_empty_dir
 from node.settings import Settings
 from node.state import ACTIVE, STATE_FOR_403, current_state, record_network, update_state
 from node.version import cli_version
@@ -555,7 +555,7 @@ class Supervisor:
 
     def _spawn_heartbeat(self) -> None:
         cfg = self.run_cfg
-        self.hb_proc = procs.spawn("node.heartbeat", [
+        self.hb_proc = procs.spawn("node.daemon.heartbeat", [
             "--node-id", str(self.node_id), "--coordinator", cfg.settings.coordinator,
             "--connect", self.hb_endpoint, "--interval-ms",
             str(int(self.heartbeat_interval * 1000)), "--parent-pid", str(os.getpid()),

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from node.cliopts import human_bytes
+from node.commands.cliopts import human_bytes
 from node.errors import ConfigError
 from node.home import Home
 from node.keyfile import not_a_regular_file

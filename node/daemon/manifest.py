@@ -3,7 +3,7 @@ import hashlib
 import json
 from typing import Any
 
-from node.hardware import Hardware
+from node.machine.hardware import Hardware
 from node.version import cli_version
 
 

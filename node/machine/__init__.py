@@ -1,0 +1,1 @@
+"""Facts about this machine (CPU, memory, GPUs) and the tier they map to."""
