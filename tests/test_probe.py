@@ -18,6 +18,8 @@ import pytest
 from node.machine import hardware
 from node.machine.hardware import Gpu, Hardware, ToolError
 from node.machine.tier import tier_for
+from tests.coord import start_dev_coordinator, wait_for
+from tests.nodeproc import init_home, run_daemon
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gpu"
 CAT, SLEEP = shutil.which("cat"), shutil.which("sleep")
@@ -179,11 +181,15 @@ def test_py_cpuinfo_fallback_names_this_cpu():
 
 # ---------------------------------------------------------------- the tier table
 
+HALF = GIB // 2
+
+
 @pytest.mark.parametrize("vram_mib, tier", [
-    (0, 1), (6 * GIB - 1, 1), (6 * GIB, 2), (12 * GIB - 1, 2), (12 * GIB, 3),
-    (24 * GIB - 1, 3), (24 * GIB, 4), (80 * GIB - 1, 4), (80 * GIB, 5), (640 * GIB, 5),
+    (0, 1), (6 * GIB - HALF - 1, 1), (6 * GIB - HALF, 2), (12 * GIB - HALF - 1, 2),
+    (12 * GIB - HALF, 3), (24 * GIB - HALF - 1, 3), (24 * GIB - HALF, 4), (24 * GIB, 4),
+    (80 * GIB - HALF - 1, 4), (80 * GIB - HALF, 5), (640 * GIB, 5),
 ])
-def test_gpu_memory_tiers_have_inclusive_lower_bounds(vram_mib, tier):
+def test_gpu_memory_in_whole_gib_rounded_halves_up_against_inclusive_bounds(vram_mib, tier):
     assert tier_for(hw_with(nvidia(vram_mib))) == tier
 
 
@@ -196,18 +202,19 @@ def test_gpu_memory_adds_up_across_gpus_and_vendors():
     assert tier_for(hw_with(nvidia(12 * GIB), Gpu(0, "amd", "x", 12 * GIB))) == 4
 
 
-def test_recorded_machines():
-    eight_a100s = hardware.parse_nvidia_smi(recorded("nvidia-smi-8xA100-80GB.csv"))
-    four_4090s = hardware.parse_nvidia_smi(recorded("nvidia-smi-4xRTX4090.csv"))
-    assert tier_for(hw_with(*eight_a100s)) == 5
-    assert tier_for(hw_with(*four_4090s)) == 5
-    # A "24 GB" RTX 4090 reports 24564 MiB, under the 24 GiB bound: alone it is tier 3.
-    assert tier_for(hw_with(four_4090s[0])) == 3
+@pytest.mark.parametrize("fixture, tier", [
+    ("nvidia-smi-1xRTX4090.csv", 4),  # 24564 MiB = 23.99 GiB, sold as 24 GB: counts as 24
+    ("nvidia-smi-1xH100-80GB.csv", 5),  # 81559 MiB = 79.65 GiB, sold as 80 GB: counts as 80
+    ("nvidia-smi-4xRTX4090.csv", 5),
+    ("nvidia-smi-8xA100-80GB.csv", 5),
+])
+def test_recorded_machines(fixture, tier):
+    assert tier_for(hw_with(*hardware.parse_nvidia_smi(recorded(fixture)))) == tier
 
 
 @pytest.mark.parametrize("ram_mib, tier", [
-    (8 * GIB, 2), (16 * GIB - 1, 2), (16 * GIB, 3), (64 * GIB - 1, 3), (64 * GIB, 4),
-    (192 * GIB, 4),
+    (8 * GIB, 2), (16 * GIB - HALF - 1, 2), (16 * GIB - HALF, 3), (64 * GIB - HALF - 1, 3),
+    (64 * GIB - HALF, 4), (192 * GIB, 4),
 ])
 def test_apple_silicon_tiers_use_unified_memory(ram_mib, tier):
     apple = Gpu(0, "apple", "Apple M2 Max", ram_mib)
@@ -332,6 +339,34 @@ def test_eight_a100s_json(probe, tools, closed_url):
                              "error": unreachable(closed_url)}
 
 
+@pytest.mark.parametrize("fixture, name, vram_mib, tier, shown", [
+    ("nvidia-smi-1xRTX4090.csv", "NVIDIA GeForce RTX 4090", 24564, 4, "24 GiB"),
+    ("nvidia-smi-1xH100-80GB.csv", "NVIDIA H100 80GB HBM3", 81559, 5, "80 GiB"),
+])
+def test_one_card_sold_at_a_tier_bound_claims_that_tier(probe, tools, fixture, name, vram_mib,
+                                                        tier, shown):
+    fake_tool(tools, "nvidia-smi", printing(fixture))
+    doc = probe_json(probe)
+    assert [(g["name"], g["vramMiB"]) for g in doc["gpus"]] == [(name, vram_mib)]
+    assert doc["tier"] == tier
+    r = probe()
+    assert r.returncode == 0, r
+    assert f"Tier      {tier} ({shown} GPU memory)" in r.stdout.splitlines()
+
+
+def test_the_manifest_claims_the_same_tier(tmp_path, tools, sysfs, standin):
+    """`start` signs the tier probe shows: a recorded H100 alone attaches as tier 5."""
+    fake_tool(tools, "nvidia-smi", printing("nvidia-smi-1xH100-80GB.csv"))
+    home = tmp_path / "h"
+    address = init_home(home)
+    with start_dev_coordinator("--node", f"7={address}") as (_, url):
+        with run_daemon(home, 7, url, standin,
+                        env={"PATH": str(tools), hardware.ENV_SYSFS: str(sysfs)}):
+            done = wait_for(url, lambda s: s["attaches"], timeout=30, what="the attach")
+    manifest = done["attaches"][-1]["manifest"]
+    assert ([g["vramMiB"] for g in manifest["gpus"]], manifest["tier"]) == ([81559], 5)
+
+
 def test_cpu_flag_forces_tier_1_but_still_lists_gpus(probe, tools):
     fake_tool(tools, "nvidia-smi", printing("nvidia-smi-8xA100-80GB.csv"))
     doc = probe_json(probe, "--cpu")
@@ -371,7 +406,7 @@ def test_amd_from_rocm_smi_leaves_the_igpu_out(probe, tools):
     assert doc["problems"] == [
         "nvidia-smi not found on PATH",
         "AMD GPU 1 (Raphael, 512 MiB VRAM) not counted: under 1 GiB means an integrated GPU"]
-    assert doc["tier"] == 3  # 24560 MiB; with the iGPU's 512 it would wrongly be 4
+    assert doc["tier"] == 4  # 24560 MiB: a card sold as 24 GB counts as 24 GiB
 
 
 def test_amd_from_sysfs_when_rocm_smi_is_missing(probe, sysfs):
@@ -397,9 +432,9 @@ def test_plain_output_is_a_short_table(probe, tools, closed_url):
     lines = r.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["OS", "CPU", "RAM", "GPU", "GPU", "GPU", "GPU",
                                                   "Tier", "Ollama", "Problem"]
-    assert ("GPU 3     NVIDIA GeForce RTX 4090 (nvidia), 23.9 GiB, "
+    assert ("GPU 3     NVIDIA GeForce RTX 4090 (nvidia), 24.0 GiB, "
             "GPU-7e9a1c3e-5b7d-9f2a-4c6e-8b0d2f4a6c8e") in lines
-    assert "Tier      5 (95.9 GiB GPU memory)" in lines  # 98256 MiB, rounded down
+    assert "Tier      5 (96 GiB GPU memory)" in lines  # 98256 MiB = 95.95 GiB, rounded
     assert f"Ollama    {unreachable(closed_url)}" in lines
     assert "Problem   rocm-smi not found on PATH" in lines
 

@@ -7,7 +7,7 @@ from node.commands.clikit import common_options, emit
 from node.machine.hardware import Gpu, Hardware, probe_hardware
 from node.home import Home
 from node.settings import load_settings
-from node.machine.tier import gpu_memory_mib, tier_for
+from node.machine.tier import gpu_memory_mib, tier_for, tier_memory_gib
 from workers.ollama import OllamaError, get_version, list_models, session
 
 
@@ -53,8 +53,7 @@ def document(hw: Hardware, tier: int, ollama: dict[str, Any]) -> dict[str, Any]:
 
 
 def _gib(mib: int) -> str:
-    """Rounded down, so that a 24564 MiB card never reads as the 24 GiB tier bound it misses."""
-    return f"{mib * 10 // 1024 / 10:.1f} GiB"
+    return f"{mib / 1024:.1f} GiB"
 
 
 def _gpu_text(g: Gpu) -> str:
@@ -66,9 +65,8 @@ def _tier_reason(hw: Hardware, cpu_only: bool) -> str:
     if cpu_only:
         return "--cpu"
     if hw.apple_silicon:
-        return f"Apple Silicon, {_gib(hw.ram_mib)} unified memory"
-    total = gpu_memory_mib(hw)
-    return f"{_gib(total)} GPU memory" if total else "no GPU found"
+        return f"Apple Silicon, {tier_memory_gib(hw)} GiB unified memory"
+    return f"{tier_memory_gib(hw)} GiB GPU memory" if gpu_memory_mib(hw) else "no GPU found"
 
 
 def _ollama_text(ollama: dict[str, Any]) -> str:
