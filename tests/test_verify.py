@@ -1,6 +1,9 @@
 """`verify`: every check against loopback fakes, with the fix printed for each failure."""
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -37,8 +40,8 @@ def test_all_checks_pass_and_network_is_cached(cli, home, ollama, coord):
     init = cli.json("init")
     r, doc, checks = verify(cli, ollama.url, coord.url)
     assert r.returncode == 0 and doc["ok"] is True, r.stdout
-    assert list(checks) == ["python", "key", "key-permissions", "key-loadable", "ollama", "model",
-                            "coordinator", "clock", "disk"]
+    assert list(checks) == ["python", "packages", "key", "key-permissions", "key-loadable",
+                            "ollama", "model", "coordinator", "clock", "disk"]
     assert all(c["ok"] and set(c) == {"name", "ok", "detail", "fix"} for c in checks.values())
     assert "0.12.6" in checks["ollama"]["detail"] and " ms" in checks["coordinator"]["detail"]
     assert doc["address"] == init["address"] and doc["nodeKeyHash"] == init["nodeKeyHash"]
@@ -100,6 +103,48 @@ def test_key_of_another_node_is_flagged(cli, home, ollama, coord, tmp_path):
     assert r.returncode == 1 and checks["key-loadable"]["ok"] is False
     assert first["address"] in checks["key-loadable"]["detail"]
     assert secret(home) not in r.stdout + r.stderr
+
+
+def installed_distribution(site: Path, name: str, version: str, *files: str) -> None:
+    """What pip leaves in site-packages for a distribution: its dist-info with METADATA and RECORD."""
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "RECORD").write_text("".join(f"{f},,\n" for f in (*files, f"{info.name}/RECORD")))
+    for f in files:
+        (site / f).parent.mkdir(parents=True, exist_ok=True)
+        (site / f).write_text("")
+
+
+def test_another_distribution_installing_node_is_reported(cli, home, ollama, coord, tmp_path):
+    """PyPI's `node` 2.0.0 and `workers` 0.1 in the same environment: verify names them."""
+    site = tmp_path / "site"
+    installed_distribution(site, "node", "2.0.0")
+    installed_distribution(site, "workers", "0.1")
+    (site / "node-2.0.0.dist-info" / "RECORD").write_text("node/__init__.py,,\n")
+    (site / "workers-0.1.dist-info" / "RECORD").write_text("workers/core.py,,\n")
+    r, doc, checks = verify(cli, ollama.url, coord.url, env={"PYTHONPATH": str(site)})
+    assert r.returncode == 1 and checks["packages"]["ok"] is False
+    assert checks["packages"]["detail"] == (
+        "the distribution node 2.0.0 also installs node in this environment; "
+        "the distribution workers 0.1 also installs workers in this environment")
+    assert checks["packages"]["fix"].startswith("reinstall parallelix-node in an environment of its own")
+    assert checks["ollama"]["ok"] and checks["coordinator"]["ok"]
+
+
+def test_a_foreign_ipc_package_first_on_the_path_is_reported(cli, ollama, coord, tmp_path):
+    """Run as the installed command (not `python -m` from the checkout, which puts the checkout
+    first on sys.path), so a foreign `ipc` earlier on the path is the one Python finds."""
+    site = tmp_path / "site"
+    installed_distribution(site, "ipc", "1.2.1", "ipc/__init__.py")
+    command = Path(sys.executable).parent / "parallelix-node"
+    r = subprocess.run([command, "verify", "--json", "--ollama", ollama.url, "--coordinator",
+                        coord.url], cwd=tmp_path, env={**cli.env, "PYTHONPATH": str(site)},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    detail = {c["name"]: c for c in json.loads(r.stdout)["checks"]}["packages"]["detail"]
+    assert detail.startswith(f"ipc resolves to {site / 'ipc'}, not to ")
+    assert detail.endswith("; the distribution ipc 1.2.1 also installs ipc in this environment")
 
 
 def test_unreachable_ollama(cli, coord, closed_port):

@@ -18,6 +18,10 @@ from node.keyfile import not_a_regular_file
 MAX_SKEW_MS = 30_000          # signed messages expire at 60 s; fail at half of that
 MIN_FREE_BYTES = 1 << 30      # 1 GiB under the home (outbox, log, state)
 MIN_PYTHON = (3, 10)
+DISTRIBUTION = "parallelix-node"
+TOP_LEVEL = ("node", "workers", "ipc")   # the wheel's packages; unrelated PyPI projects share the names
+OWN_ENVIRONMENT_FIX = ("reinstall parallelix-node in an environment of its own: "
+                       "pipx install parallelix-node, or a venv used for nothing else")
 
 
 @dataclass
@@ -46,6 +50,47 @@ def check_python() -> Check:
         return Check("python", True, f"Python {have}")
     return Check("python", False, f"Python {have} is too old (3.10 or newer is required)",
                  "install Python 3.10 or newer and reinstall parallelix-node with it")
+
+
+def check_packages() -> Check:
+    """`node`, `workers` and `ipc` are this distribution's: found beside the running code, claimed
+    by no other installed distribution, and (in a wheel install) unchanged since it was installed.
+    PyPI has unrelated `node`, `workers` and `ipc` projects that overwrite them in a shared env."""
+    import base64
+    import hashlib
+    import importlib.metadata as metadata
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[2]
+    problems = []
+    for name in TOP_LEVEL:
+        spec = importlib.util.find_spec(name)
+        where = Path(spec.origin).resolve().parent if spec and spec.origin else None
+        if where != root / name:
+            problems.append(f"{name} resolves to {where or 'nothing'}, not to {root / name}")
+    claims = metadata.packages_distributions()
+    others = sorted({d for name in TOP_LEVEL for d in claims.get(name, ()) if d != DISTRIBUTION})
+    for other in others:
+        names = [n for n in TOP_LEVEL if other in claims.get(n, ())]
+        problems.append(f"the distribution {other} {metadata.version(other)} also installs "
+                        f"{', '.join(names)} in this environment")
+    try:
+        files = metadata.distribution(DISTRIBUTION).files or []
+    except metadata.PackageNotFoundError:
+        files = []
+    for f in files:
+        if f.hash is None or f.parts[0] not in TOP_LEVEL or f.hash.mode != "sha256":
+            continue
+        try:
+            digest = hashlib.sha256(f.locate().read_bytes()).digest()
+        except OSError:
+            problems.append(f"{f} is missing")
+            continue
+        if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != f.hash.value:
+            problems.append(f"{f} is not the file {DISTRIBUTION} installed")
+    if problems:
+        return Check("packages", False, "; ".join(problems), OWN_ENVIRONMENT_FIX)
+    return Check("packages", True, f"{', '.join(TOP_LEVEL)} from {root}")
 
 
 def check_key_file(home: Home) -> list[Check]:
@@ -208,7 +253,7 @@ def run_all(home: Home, settings: Any) -> list[Check]:
         coordinator = pool.submit(check_coordinator, home, settings.coordinator)
         endpoints = list(dict.fromkeys(w.ollama for w in settings.workers))
         ollamas = [pool.submit(check_ollama, base, settings.model) for base in endpoints]
-        checks = [check_python(), *check_key_file(home)]
+        checks = [check_python(), check_packages(), *check_key_file(home)]
         for f in ollamas:
             checks += f.result()
         checks += coordinator.result()

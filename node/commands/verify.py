@@ -1,4 +1,5 @@
-"""`verify`: every diagnostic an operator needs before and after `start`: Python, the key file
+"""`verify`: every diagnostic an operator needs before and after `start`: Python, the node's own
+packages (not shadowed or overwritten by PyPI's unrelated node/workers/ipc), the key file
 (mode, owner, loadable), Ollama and the model, the coordinator, clock skew, free disk.
 Exit 0 only when every check passes, else 1."""
 import sys
@@ -15,7 +16,7 @@ from node.home import Home
 @settings_options()
 def cmd(home: Home, as_json: bool, coordinator: str | None, ollama: tuple[str, ...],
         model: str | None) -> None:
-    """Check key, Ollama, model, coordinator, clock and disk; print the fix for each failure."""
+    """Check packages, key, Ollama, model, coordinator, clock and disk; print each failure's fix."""
     from node.commands.diagnostics import run_all
     from node.state import current_state, read_state
 
