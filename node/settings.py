@@ -26,6 +26,7 @@ ENV_MODEL = "PARALLELIX_MODEL"
 ENV_NODE_ID = "PARALLELIX_NODE_ID"
 ENV_WORKERS = "PARALLELIX_WORKERS"
 ENV_OLLAMA = "OLLAMA_HOST"
+ENV_METRICS = "PARALLELIX_METRICS"
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,49 @@ class WorkerSpec:
 
 
 @dataclass(frozen=True)
+class MetricsAddress:
+    """Where `/metrics` is served: loopback unless the operator names another address."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_metrics_address(value: Any) -> MetricsAddress:
+    """`PORT`, `:PORT`, `ADDR:PORT` or `[IPv6]:PORT`; no address means 127.0.0.1. The address
+    must be an IP literal or `localhost`, so what is bound is what the operator read."""
+    text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) \
+        else None
+    hint = "use e.g. 127.0.0.1:9464 (or 9464 for loopback)"
+    if not text:
+        raise ConfigError(f"metrics address {value!r} is not ADDR:PORT; {hint}")
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "", text
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not port.isascii() or not port.isdecimal() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"metrics address {text!r} needs a port from 0 (any free one, "
+                          f"named in the log) to 65535; {hint}")
+    if host in ("", "localhost"):
+        host = "127.0.0.1"
+    try:
+        host = str(ipaddress.ip_address(host))
+    except ValueError:
+        raise ConfigError(f"metrics address {text!r}: {host!r} is not an IP address; {hint}") \
+            from None
+    return MetricsAddress(host, int(port))
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Home
     coordinator: str
     model: str
     node_id: int | None
     workers: tuple[WorkerSpec, ...]
+    metrics: MetricsAddress | None = None
 
     @property
     def ollama(self) -> str:
@@ -176,12 +214,13 @@ def _config_workers(raw: Any, path: Path) -> tuple[WorkerSpec, ...]:
     return tuple(specs)
 
 
-_KNOWN_KEYS = {"coordinator", "ollama", "model", "node_id", "workers"}
+_KNOWN_KEYS = {"coordinator", "ollama", "model", "node_id", "workers", "metrics"}
 
 
 def load_settings(home: Home, *, coordinator: str | None = None, ollama: tuple[str, ...] = (),
                   model: str | None = None, node_id: int | None = None,
-                  workers: int | None = None, env: dict[str, str] | None = None) -> Settings:
+                  workers: int | None = None, metrics: str | None = None,
+                  env: dict[str, str] | None = None) -> Settings:
     """Resolve every setting from flags (the keyword arguments), environment and config.toml."""
     env = os.environ if env is None else env
     cfg = read_config(home.config)
@@ -214,6 +253,8 @@ def load_settings(home: Home, *, coordinator: str | None = None, ollama: tuple[s
     nid = pick("node_id", node_id, ENV_NODE_ID, None)
     if nid is not None:
         nid = check("node_id", lambda v: _positive_int(v, "the node id", MAX_NODE_ID), nid)
+    where = pick("metrics", metrics, ENV_METRICS, None)
+    exporter = check("metrics", parse_metrics_address, where) if where is not None else None
     per_endpoint = pick("slots", workers, ENV_WORKERS, None, "--workers")  # no config key
     if per_endpoint is not None:
         per_endpoint = check("slots", lambda v: _positive_int(
@@ -228,7 +269,8 @@ def load_settings(home: Home, *, coordinator: str | None = None, ollama: tuple[s
         hosts = pick("ollama", tuple(ollama), ENV_OLLAMA, DEFAULT_OLLAMA)
         specs = check("ollama", lambda v: tuple(WorkerSpec(parse_ollama_host(h), per_endpoint or 1)
                                                 for h in _host_list(v)), hosts)
-    return Settings(home=home, coordinator=coord, model=mdl, node_id=nid, workers=specs)
+    return Settings(home=home, coordinator=coord, model=mdl, node_id=nid, workers=specs,
+                    metrics=exporter)
 
 
 def _coordinator_text(value: Any) -> str:
@@ -257,6 +299,7 @@ CONFIG_TEMPLATE = """\
 # ollama = "{ollama}"                # OLLAMA_HOST; a list for one Ollama per GPU
 # model = "{model}"                  # PARALLELIX_MODEL
 # node_id = 4231                     # set by `start --node-id N`
+# metrics = "127.0.0.1:9464"         # PARALLELIX_METRICS; serve /metrics (README, "Monitoring a fleet")
 #
 # One Ollama per GPU (see README, "Several GPUs"):
 # [[workers]]

@@ -2,6 +2,7 @@
 plays the supervisor. A plain module (import it from any test); every helper cleans up after
 itself and waits on sockets or processes with a timeout, never a blind sleep."""
 import os
+import re
 import select
 import signal
 import socket
@@ -182,3 +183,41 @@ def kill_quietly(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+@contextmanager
+def start_prometheus(folder: Path, targets: list[str], interval: str = "1s",
+                     rule_files: list[Path] = ()) -> Iterator[str]:
+    """A real Prometheus (Debian's package) on a free loopback port, scraping `targets`
+    (host:port) as job "parallelix-node"; yields its base URL. Its log is `folder/prometheus.log`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "prometheus.yml"
+    config.write_text(
+        f"global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n"
+        f"rule_files: {[str(p) for p in rule_files]!r}\n"
+        "scrape_configs:\n  - job_name: parallelix-node\n"
+        f"    static_configs:\n      - targets: {targets!r}\n")
+    log = folder / "prometheus.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(["prometheus", f"--config.file={config}",
+                                 f"--storage.tsdb.path={folder / 'data'}",
+                                 "--web.listen-address=127.0.0.1:0"],
+                                stdout=subprocess.DEVNULL, stderr=err, cwd=folder)
+    try:
+        yield _prometheus_url(proc, log)
+    finally:
+        stop_process(proc, 10)
+
+
+def _prometheus_url(proc: subprocess.Popen, log: Path, timeout: float = 30) -> str:
+    """The address from Prometheus' `msg="Listening on" address=127.0.0.1:PORT` log line,
+    once it also logged that it is ready."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        text = log.read_text(errors="replace")
+        found = re.search(r'msg="Listening on" address=(127\.0\.0\.1:\d+)', text)
+        if found and "Server is ready to receive web requests" in text:
+            return f"http://{found.group(1)}"
+        assert proc.poll() is None, f"prometheus exited {proc.returncode}:\n{text[-3000:]}"
+        time.sleep(0.1)
+    raise AssertionError(f"prometheus not ready within {timeout} s:\n{log.read_text()[-3000:]}")

@@ -78,7 +78,7 @@ def machine(tmp_path: Path) -> Machine:
 def verify(unit_text: str, scope: str, folder: Path) -> list[str]:
     """Run systemd-analyze verify on the rendered unit; return the lines about our unit."""
     analyze = shutil.which("systemd-analyze")
-    assert analyze, "systemd-analyze is missing: run scripts/ensure-systemd-analyze"
+    assert analyze, "systemd-analyze is missing: run scripts/ensure-tools systemd-analyze=systemd"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / UNIT
     path.write_text(unit_text)
@@ -439,3 +439,19 @@ def test_run_as_must_own_the_home(machine):
     r = machine.run("service", "install", "--system", "--node-id", "1", "--dry-run",
                     "--run-as", "no-such-user-here")
     assert r.returncode == 2 and "no user 'no-such-user-here'" in one_error_line(r)
+
+
+def test_metrics_pass_through_to_the_service_from_the_flag_or_config(machine):
+    doc = machine.json("service", "install", "--user", "--node-id", "5", "--dry-run",
+                       "--metrics", "9464")
+    assert doc["metrics"] == "127.0.0.1:9464"
+    assert directives(doc["content"])["ExecStart"][0].endswith(" --metrics 127.0.0.1:9464")
+    machine.home.mkdir(mode=0o700)
+    (machine.home / "config.toml").write_text('node_id = 5\nmetrics = "[::1]:9100"\n')
+    doc = machine.json("service", "install", "--user", "--dry-run", "--platform", "macos")
+    assert plistlib.loads(doc["content"].encode())["ProgramArguments"][-2:] == \
+        ["--metrics", "[::1]:9100"]
+    doc = machine.json("service", "install", "--user", "--dry-run")
+    assert "--metrics" in directives(doc["content"])["ExecStart"][0]
+    r = machine.run("service", "install", "--user", "--dry-run", "--metrics", "nowhere:1")
+    assert r.returncode == 2 and "--metrics" in one_error_line(r)

@@ -60,13 +60,15 @@ def _here() -> str:
               help="The node id from the Console [default: node_id in config.toml].")
 @click.option("--run-as", metavar="USER",
               help="With --system: the account the node runs as [default: the home's owner].")
+@click.option("--metrics", metavar="[ADDR:]PORT", help="Serve Prometheus metrics (start "
+              "--metrics) [default: metrics in config.toml].")
 @click.option("--dry-run", is_flag=True,
               help="Print the file that would be written; change nothing.")
 @click.option("--platform", type=click.Choice(PLATFORMS),
               help="With --dry-run: render the file for the other platform, for review.")
 @common_options
 def install(home: Home, as_json: bool, user_flag: bool, system_flag: bool, node_id: int | None,
-            run_as: str | None, dry_run: bool, platform: str | None) -> None:
+            run_as: str | None, metrics: str | None, dry_run: bool, platform: str | None) -> None:
     """Write the service file, then enable and start the service. Running it again updates the
     file and restarts the service only if the file changed."""
     platform = resolve_platform(platform, dry_run)
@@ -74,17 +76,19 @@ def install(home: Home, as_json: bool, user_flag: bool, system_flag: bool, node_
     if not dry_run:
         require_root("install", scope, home)
     check_printable("the home", str(home.root))
-    node_id = load_settings(home, node_id=node_id).node_id
+    settings = load_settings(home, node_id=node_id, metrics=metrics)
+    node_id = settings.node_id
     if node_id is None:
         raise ConfigError("no node id: pass --node-id N (from the Console)")
     entry = find_entry_point()
     target = resolve_target(platform, scope, home, run_as)
-    spec = Spec(target, entry, node_id, home)
+    spec = Spec(target, entry, node_id, home, settings.metrics)
     manager = systemd if platform == "linux" else launchd
     text = manager.render(spec)
     doc: dict[str, Any] = {"action": "install", "platform": platform, "scope": scope,
                            "path": str(_path(platform, target)), "nodeId": node_id,
-                           "runAs": target.user}
+                           "runAs": target.user,
+                           "metrics": str(settings.metrics) if settings.metrics else None}
     if dry_run:
         doc.update({"dryRun": True, "written": False, "calls": [], "content": text})
         if not as_json:

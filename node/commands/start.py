@@ -21,19 +21,21 @@ log = logging.getLogger("parallelix.start")
 @click.option("--gpu/--cpu", "gpu", default=None,
               help="--gpu: refuse to start without a GPU. --cpu: run on the CPU, claim tier 1.")
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes per Ollama endpoint.")
+@click.option("--metrics", metavar="[ADDR:]PORT", help="Serve Prometheus metrics on "
+              "http://ADDR:PORT/metrics; ADDR defaults to 127.0.0.1 [env PARALLELIX_METRICS].")
 @click.option("--graceful-timeout", type=click.FloatRange(1, 600), default=15.0,
               show_default=True, help="Seconds to finish requests in flight on SIGTERM.")
 @common_options
 @settings_options()
 def cmd(home: Home, as_json: bool, node_id: int | None, coordinator: str | None,
         ollama: tuple[str, ...], model: str | None, gpu: bool | None, workers: int | None,
-        graceful_timeout: float) -> None:
+        metrics: str | None, graceful_timeout: float) -> None:
     """Attach to the node (--node-id) and serve inference until stopped (SIGTERM drains)."""
     from node.settings import load_settings, remember_node_id
 
     def resolve():
         return load_settings(home, coordinator=coordinator, ollama=ollama, model=model,
-                             node_id=node_id, workers=workers)
+                             node_id=node_id, workers=workers, metrics=metrics)
 
     settings = resolve()
     if settings.node_id is None:

@@ -23,7 +23,7 @@ import zmq
 import zmq.asyncio
 
 from ipc import messages as m
-from node.daemon import pool, procs, sdnotify
+from node.daemon import metrics, pool, procs, sdnotify
 from node.coordinator import Coordinator, CoordinatorError, Denied, Rejected, now_ms
 from node.home import Home, make_private_dir
 from node.identity import Signer, node_key_hash
@@ -45,6 +45,7 @@ DEADLINE_GRACE = 15.0       # a job this far past its deadline means its worker 
 LOST_JOB_GRACE = 1.0        # wait for a dead worker's last message before retrying its job
 MAX_ATTEMPTS = 2            # a request is tried on at most two workers, then reported failed
 EXIT_OK, EXIT_FAILURE, EXIT_IDENTITY = 0, 1, 3
+RESULT_ANSWER = {409: "duplicate", 410: "expired"}   # any other 2xx: accepted
 
 
 def run_blocking(fn: Callable[..., T], *args: Any) -> "asyncio.Future[T]":
@@ -129,6 +130,9 @@ class Supervisor:
         self.deliveries: set[asyncio.Task] = set()
         self.writes: set[asyncio.Future] = set()  # outbox writes under way
         self.signals: asyncio.Queue[int] = asyncio.Queue()
+        self.metrics = metrics.NodeMetrics(run.node_id, run.signer.address, cli_version(),
+                                           run.settings.model)
+        self.metrics_server: Any = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -148,6 +152,9 @@ class Supervisor:
         self.capacity = asyncio.Condition()
         self.stopped = asyncio.Event()
         self.coordinator_answered = asyncio.Event()  # a delivery succeeded: wake the waiting
+        if self.run_cfg.settings.metrics is not None:
+            self.metrics.watch(self._metrics_view, loop, self.outbox.depth)
+            self.metrics_server = metrics.serve(self.run_cfg.settings.metrics, self.metrics)
         for body in self.outbox.pending():
             log.info("outbox.resend request=%s", body["requestId"])
             self._deliver_later(body)
@@ -262,13 +269,16 @@ class Supervisor:
                                             manifest, digest)
                 break
             except CoordinatorError as e:
+                self.metrics.coordinator_error("attach", metrics.error_kind(e))
                 log.warning("attach.retry reason=%s in=%.0fs", e, delay)
                 sdnotify.notify(f"EXTEND_TIMEOUT_USEC={int((delay * 1.2 + 20) * 1e6)}\n"
                                 f"STATUS=waiting for the coordinator: {e}")
             except Denied as e:
+                self.metrics.coordinator_error("attach", "denied")
                 self._denied(e.status, e.code, e.detail)
                 return False
             except Rejected as e:
+                self.metrics.coordinator_error("attach", "rejected")
                 log.error("attach.rejected error=%s: check the clock (verify) and the key", e)
                 self.exit_code = EXIT_FAILURE
                 return False
@@ -297,6 +307,7 @@ class Supervisor:
         try:
             info = self.coord.network()
         except CoordinatorError as e:
+            self.metrics.coordinator_error("network", metrics.error_kind(e))
             log.warning("network.unavailable reason=%s", e)
             return
         record_network(self.home, self.coord.base, info, now_ms())
@@ -361,14 +372,17 @@ class Supervisor:
                 answer = await run_blocking(self.coord.inbox, self.signer, self.node_id,
                                             LONG_POLL_MS)
             except CoordinatorError as e:
+                self.metrics.coordinator_error("inbox", metrics.error_kind(e))
                 log.warning("inbox.retry reason=%s in=%.0fs", e, backoff)
                 await self._sleep_unless_stopping(backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, 30.0)
                 continue
             except Denied as e:
+                self.metrics.coordinator_error("inbox", "denied")
                 self._denied(e.status, e.code, e.detail)
                 return
             except Rejected as e:
+                self.metrics.coordinator_error("inbox", "rejected")
                 log.error("inbox.rejected error=%s", e)
                 await self._sleep_unless_stopping(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -389,14 +403,14 @@ class Supervisor:
             log.error("inbox.malformed reason=%s", parsed.reason)
             if parsed.request_id:
                 self._report_failure(parsed.request_id, "inference_failed",
-                                     f"malformed request: {parsed.reason}")
+                                     f"malformed request: {parsed.reason}", None)
             return False
         if any(r.req.id == parsed.id for r in self.jobs.values()) or \
                 any(req.id == parsed.id for req, _ in self.pending):
             log.warning("inbox.duplicate request=%s: already being served, ignored", parsed.id)
             return False
         if self.stopping:
-            self._report_failure(parsed.id, "shutdown", "node is stopping")
+            self._report_failure(parsed.id, "shutdown", "node is stopping", parsed.model)
             return True
         log.debug("inbox.request id=%s model=%s", parsed.id, parsed.model)
         self.pending.append((parsed, 1))
@@ -470,6 +484,9 @@ class Supervisor:
             body = signed_success(self.signer, self.node_id, rec.req.id, rec.req.model,
                                   msg.text, msg.metrics)
             self.served += 1
+            ollama_s = msg.metrics.total_duration_ms / 1000
+            self.metrics.served(rec.req.model, ollama_s,
+                                time.monotonic() - rec.started - ollama_s, msg.metrics.eval_count)
             log.info("served %s model=%s ms=%d poe=%s", rec.req.id, rec.req.model, ms,
                      body["poe"])
             self._publish(m.RequestServed(at_ms=now_ms(), request_id=rec.req.id,
@@ -477,13 +494,15 @@ class Supervisor:
             self._commit(body)
         else:
             slot.failed += 1
-            self._report_failure(rec.req.id, msg.code, msg.message)
+            self._report_failure(rec.req.id, msg.code, msg.message, rec.req.model)
         await self._release()
 
-    def _report_failure(self, request_id: str, code: str, reason: str) -> None:
+    def _report_failure(self, request_id: str, code: str, reason: str,
+                        model: str | None) -> None:
         body = signed_failure(self.signer, self.node_id, request_id, code, reason)
         self.failed += 1
         code = body["error"]["code"]
+        self.metrics.failed(model, code)
         log.info("failed %s code=%s reason=%s", request_id, code, reason)
         self._publish(m.RequestFailed(at_ms=now_ms(), request_id=request_id, code=code,
                                       reason=reason))
@@ -517,6 +536,7 @@ class Supervisor:
             try:
                 answer = await run_blocking(self.coord.post_result, body)
             except CoordinatorError as e:
+                self.metrics.coordinator_error("result", metrics.error_kind(e))
                 if self.abandon:
                     return
                 log.warning("result.retry request=%s reason=%s in=%.0fs", rid, e, delay)
@@ -529,6 +549,7 @@ class Supervisor:
                 delay = min(delay * 2, 60.0)
                 continue
             except Rejected as e:
+                self.metrics.result_answered("rejected")
                 try:
                     kept = await run_blocking(self.outbox.reject, rid)
                 except OSError as err:
@@ -537,9 +558,11 @@ class Supervisor:
                           "kept at %s and never retried", rid, e, kept)
                 return
             except Denied as e:
+                self.metrics.coordinator_error("result", "denied")
                 self._denied(e.status, e.code, e.detail)
                 return
             self._coordinator_ok()
+            self.metrics.result_answered(RESULT_ANSWER.get(answer.status, "accepted"))
             if answer.status == 410:
                 log.warning("result.expired request=%s: deadline passed, counted delivered", rid)
             elif answer.status == 409:
@@ -576,6 +599,7 @@ class Supervisor:
                 log.warning("heartbeat.malformed reason=%s: dropped", e)
                 continue
             if isinstance(msg, m.BeatResult):
+                self.metrics.heartbeat(msg.ok, msg.status, msg.at_ms)
                 self.beat_seq = max(self.beat_seq, msg.seq)
                 if msg.ok:
                     self.last_beat_ack = msg.at_ms
@@ -583,6 +607,7 @@ class Supervisor:
                     log.warning("heartbeat.failed seq=%d status=%d error=%s", msg.seq,
                                 msg.status, msg.error)
             else:
+                self.metrics.coordinator_error("heartbeat", "denied")
                 self._denied(msg.status, msg.code, msg.detail)
 
     async def _send_load(self) -> None:
@@ -623,6 +648,24 @@ class Supervisor:
             else None,
             served=self.served, failed=self.failed, last_heartbeat_ack_ms=self.last_beat_ack,
             outbox_depth=self.outbox.depth())
+
+    def _metrics_view(self) -> metrics.Snapshot:
+        """The live figures for one scrape (runs on the loop: a consistent instant)."""
+        processes = [("supervisor", os.getpid())]
+        if self.hb_proc is not None and self.hb_proc.poll() is None:
+            processes.append(("heartbeat", self.hb_proc.pid))
+        processes += [("worker", s.pid) for s in self.slots if s.alive()]
+        return metrics.Snapshot(
+            state=self.state, tier=self.tier, accepting=self._accepting(),
+            in_flight=len(self.jobs) + len(self.pending),
+            workers=tuple(metrics.WorkerView(s.name, s.spec.ollama, s.alive(), s.ready,
+                                             s.restarts) for s in self.slots),
+            processes=tuple(processes))
+
+    def _accepting(self) -> bool:
+        """Whether the node takes new requests: attached, not stopping, some slot ready."""
+        return self.state == ACTIVE and not self.stopping and \
+            any(s.ready and not s.retiring for s in self.slots)
 
     def _worker_status(self, slot: pool.Slot) -> m.WorkerStatus:
         rec = self.jobs.get(slot.job)
@@ -745,7 +788,8 @@ class Supervisor:
                 self.pending.appendleft((rec.req, rec.attempt + 1))
             else:
                 self._report_failure(rec.req.id, "inference_failed",
-                                     f"the worker died while serving it (attempt {rec.attempt})")
+                                     f"the worker died while serving it (attempt {rec.attempt})",
+                                     rec.req.model)
         await self._dispatch()
 
     def _expire_pending(self) -> None:
@@ -753,7 +797,8 @@ class Supervisor:
         late = [(req, n) for req, n in self.pending if now_ms() > req.deadline_ms]
         for req, attempt in late:
             self.pending.remove((req, attempt))
-            self._report_failure(req.id, "timeout", "no worker was free before the deadline")
+            self._report_failure(req.id, "timeout", "no worker was free before the deadline",
+                                 req.model)
 
     def _respawn(self, now: float) -> None:
         for slot in self.slots:
@@ -797,9 +842,9 @@ class Supervisor:
             await asyncio.sleep(0.05)
         if not self.abandon:
             for rec in list(self.jobs.values()):
-                self._report_failure(rec.req.id, "shutdown", "node is stopping")
+                self._report_failure(rec.req.id, "shutdown", "node is stopping", rec.req.model)
             for req, _ in self.pending:
-                self._report_failure(req.id, "shutdown", "node is stopping")
+                self._report_failure(req.id, "shutdown", "node is stopping", req.model)
             self.jobs.clear()
             self.pending.clear()
         end = max(time.monotonic() + 2.0, self.stop_deadline)
@@ -818,6 +863,8 @@ class Supervisor:
         for t in stoppers:
             t.start()
         await run_blocking(lambda: [t.join() for t in stoppers])
+        if self.metrics_server is not None:
+            await run_blocking(metrics.close, self.metrics_server)
         left = self.outbox.depth()
         log.info("stopped exit=%d served=%d failed=%d outbox=%d", self.exit_code, self.served,
                  self.failed, left)

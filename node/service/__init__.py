@@ -20,6 +20,7 @@ from pathlib import Path
 
 from node.errors import ConfigError, NodeError
 from node.home import Home
+from node.settings import MetricsAddress
 
 PROGRAM = "parallelix-node"
 PLATFORMS = ("linux", "macos")
@@ -55,11 +56,13 @@ class Spec:
     entry: Path                 # absolute path of the parallelix-node console script
     node_id: int
     home: Home
+    metrics: MetricsAddress | None = None
 
     @property
     def argv(self) -> list[str]:
+        metrics = ["--metrics", str(self.metrics)] if self.metrics else []
         return [str(self.entry), "start", "--node-id", str(self.node_id),
-                "--home", str(self.home.root)]
+                "--home", str(self.home.root), *metrics]
 
 
 @dataclass
