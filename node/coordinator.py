@@ -2,18 +2,24 @@
 its event loop, the heartbeat process in its own loop. Every answer is classified into one of
 a few outcomes the callers act on, so no caller parses status codes itself."""
 import email.utils
+import json
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
+import msgspec
 
+from ipc import httpclient
 from node.identity import Signer
 from node.version import cli_version
 
 CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 15.0
+CALL_TIMEOUT = 15.0          # a whole call, from connecting to the last byte of the answer
+MAX_ANSWER = 1024 * 1024     # any answer but the inbox's is a few hundred bytes
+# An inbox answer carries a prompt of up to 8 MiB (node/daemon/inbox.py), which JSON escaping
+# can make two to three times larger (\uXXXX escapes); anything beyond is refused unread.
+MAX_INBOX_ANSWER = 32 * 1024 * 1024
 # The only answers that stop the node (PROTOCOL.md, "Stopping on unstake").
 DENIAL_CODES = ("not_staked", "in_cooldown", "retired", "key_mismatch", "unknown_node")
 # The only answers that mean "this message is wrong, never send it again": anything else (a
@@ -22,7 +28,8 @@ REJECTION_CODES = ("bad_request", "bad_signature", "bad_poe")
 
 
 class CoordinatorError(Exception):
-    """No usable answer: connection error, timeout, 5xx, or a body we cannot read. Retry later."""
+    """No usable answer: connection error, timeout, 3xx, 5xx, an answer too large, or a body
+    we cannot read. Retry later."""
 
     def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
@@ -64,63 +71,87 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _json_object(resp: requests.Response) -> dict[str, Any] | None:
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    """A JSON object body, else None. msgspec first (fast); what it refuses but JSON allows
+    (a lone surrogate, a huge integer) goes to the json module, so such input reaches the
+    checks that name it (node/daemon/inbox.py) instead of looking like a broken answer."""
     try:
-        body = resp.json()
-    except ValueError:
-        return None
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return None
     return body if isinstance(body, dict) else None
 
 
-def _error_fields(resp: requests.Response) -> tuple[str, str]:
-    body = _json_object(resp)
+def _error_fields(resp: httpclient.Response) -> tuple[str, str]:
+    body = _json_object(resp.body)
     if body is not None and isinstance(body.get("error"), str):
         detail = body.get("detail")
         return body["error"], detail if isinstance(detail, str) else ""
-    return f"http_{resp.status_code}", resp.text.strip()[:200]
+    return f"http_{resp.status}", resp.body[:200].decode("utf-8", "replace").strip()
 
 
 class Coordinator:
-    """One coordinator base URL; a pooled HTTP session per thread (requests.Session is not
-    thread-safe, and the supervisor polls and posts results from several threads)."""
+    """One coordinator base URL. Each thread that calls it gets its own keep-alive connection
+    (ipc/httpclient.py), kept for the thread's life: the supervisor calls from a fixed set of
+    long-lived threads, so the hot path never connects, starts a thread or builds headers."""
 
-    def __init__(self, base_url: str, timeout: float = READ_TIMEOUT) -> None:
+    def __init__(self, base_url: str, timeout: float = CALL_TIMEOUT) -> None:
         self.base = base_url.rstrip("/")
         self.timeout = timeout
         self._local = threading.local()
+        self._headers = {"User-Agent": f"parallelix-node/{cli_version()}",
+                         "Content-Type": "application/json"}
 
     @property
-    def http(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-            session.headers["User-Agent"] = f"parallelix-node/{cli_version()}"
-        return session
+    def http(self) -> httpclient.Client:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = httpclient.Client(connect_timeout=CONNECT_TIMEOUT,
+                                                            headers=self._headers)
+        return client
 
-    def _call(self, method: str, path: str, *, json: Any = None, params: dict | None = None,
-              headers: dict | None = None, read_timeout: float | None = None,
+    def _send(self, method: str, path: str, body: bytes | None, headers: dict | None,
+              timeout: float, max_bytes: int, query: str = "") -> httpclient.Response:
+        try:
+            return self.http.request(method, self.base + path + query, body=body,
+                                     headers=headers, timeout=timeout, max_bytes=max_bytes)
+        except httpclient.Timeout as e:
+            raise CoordinatorError(f"coordinator {self.base} timed out on {path} ({e})") from None
+        except httpclient.TooLarge as e:
+            raise CoordinatorError(f"coordinator {self.base} answer refused on {path}: {e}") \
+                from None
+        except httpclient.HttpError as e:
+            raise CoordinatorError(f"coordinator {self.base} unreachable on {path} ({e})") \
+                from None
+
+    def _call(self, method: str, path: str, *, json: Any = None, query: str = "",
+              headers: dict | None = None, wait: float = 0.0, max_bytes: int = MAX_ANSWER,
               body_required: bool = False) -> Answer:
         """Send one request and classify the answer (raises CoordinatorError/Denied/Rejected).
 
         Liberal in what it accepts: any 2xx is success, its body read only where the caller
         needs one. Only PROTOCOL.md's codes are final (denials stop the node, a 400 with a
-        rejection code is never retried); any other answer (a proxy's error page) is retried."""
+        rejection code is never retried); any other answer (a proxy's error page, a redirect,
+        which is never followed) is retried."""
         try:
-            resp = self.http.request(method, self.base + path, json=json, params=params,
-                                     headers=headers,
-                                     timeout=(CONNECT_TIMEOUT, read_timeout or self.timeout))
-        except requests.Timeout:
-            raise CoordinatorError(f"coordinator {self.base} timed out on {path}") from None
-        except requests.RequestException as e:
-            raise CoordinatorError(f"coordinator {self.base} unreachable on {path} "
-                                   f"({type(e).__name__})") from None
-        status = resp.status_code
+            data = msgspec.json.encode(json) if json is not None else None
+        except (msgspec.EncodeError, UnicodeEncodeError, OverflowError, TypeError) as e:
+            raise Rejected(0, "unencodable", f"the message cannot be sent as JSON: {e}") from None
+        resp = self._send(method, path, data, headers, self.timeout + wait, max_bytes, query)
+        status = resp.status
         if 200 <= status < 300:
-            body = _json_object(resp) if status != 204 else {}
+            body = _json_object(resp.body) if status != 204 else {}
             if body is None and body_required:
                 raise CoordinatorError(f"coordinator sent a {status} without a JSON object on "
                                        f"{path}", status)
             return Answer(status, body or {})
+        if 300 <= status < 400:
+            where = (resp.header("Location") or "nowhere")[:200]
+            raise CoordinatorError(f"coordinator answered {status} on {path} redirecting to "
+                                   f"{where}: redirects are never followed", status)
         code, detail = _error_fields(resp)
         if status in (403, 404) and code in DENIAL_CODES:
             raise Denied(status, code, detail)
@@ -133,26 +164,24 @@ class Coordinator:
     def network(self) -> NetworkInfo:
         """GET /network: public and unsigned; also yields latency and the server's clock."""
         started = time.monotonic()
-        try:
-            resp = self.http.get(self.base + "/network", timeout=(CONNECT_TIMEOUT, self.timeout))
-        except requests.RequestException as e:
-            raise CoordinatorError(f"coordinator {self.base} unreachable "
-                                   f"({type(e).__name__})") from None
+        resp = self._send("GET", "/network", None, None, self.timeout, MAX_ANSWER)
         latency = int((time.monotonic() - started) * 1000)
-        if resp.status_code != 200:
-            raise CoordinatorError(f"coordinator {self.base}/network answered {resp.status_code}",
-                                   resp.status_code)
-        body = _json_object(resp)
+        if resp.status != 200:
+            where = f" redirecting to {(resp.header('Location') or 'nowhere')[:200]} (never " \
+                    "followed)" if 300 <= resp.status < 400 else ""
+            raise CoordinatorError(f"coordinator {self.base}/network answered {resp.status}"
+                                   f"{where}", resp.status)
+        body = _json_object(resp.body)
         if body is None:
             raise CoordinatorError(f"coordinator {self.base}/network sent no JSON object",
-                                   resp.status_code)
+                                   resp.status)
         contracts = body.get("contracts")
         contracts = {k: v for k, v in contracts.items() if isinstance(v, str)} \
             if isinstance(contracts, dict) else {}
         chain = body.get("chainId")
         version = body.get("version")
         server_ms = None
-        date = resp.headers.get("Date")
+        date = resp.header("Date")
         if date:
             try:
                 server_ms = int(email.utils.parsedate_to_datetime(date).timestamp() * 1000)
@@ -179,13 +208,11 @@ class Coordinator:
 
     def inbox(self, signer: Signer, node_id: int, wait_ms: int) -> Answer:
         ts = now_ms()
-        params = {"nodeId": node_id}
-        if wait_ms > 0:
-            params["waitMs"] = wait_ms
-        return self._call("GET", "/operator/inbox", params=params, headers={
+        query = f"?nodeId={node_id}" + (f"&waitMs={wait_ms}" if wait_ms > 0 else "")
+        return self._call("GET", "/operator/inbox", query=query, headers={
             "X-Parallelix-Timestamp": str(ts),
             "X-Parallelix-Signature": signer.sign(f"parallelix-node:inbox:{node_id}:{ts}")},
-            read_timeout=self.timeout + wait_ms / 1000, body_required=True)
+            wait=max(wait_ms, 0) / 1000, max_bytes=MAX_INBOX_ANSWER, body_required=True)
 
     def post_result(self, body: dict[str, Any]) -> Answer:
         """POST an already signed result or failure report (signed once, posted many times)."""

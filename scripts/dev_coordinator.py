@@ -47,6 +47,11 @@ NETWORK = {
 }
 FAULT_FIELDS = (("failShare", "fail_share"), ("loseAcks", "lose_acks"), ("badJsonShare", "bad_json_share"),
                 ("rejectResults", "reject_results"))
+REDIRECTS = (301, 302, 303, 307, 308)
+HOSTILE_INBOX = ("huge-length", "huge-chunked", "trickle")
+HOSTILE_BYTES = 512 * 1024 * 1024   # what a hostile inbox answer offers (sent until refused)
+TRICKLE_EVERY_S = 2.0
+TRICKLE_BYTES = 1000
 MAX_LONG_POLL_MS = 30_000
 MAX_BODY = 64 * 1024 * 1024
 DECIMAL = re.compile(r"[0-9]+")
@@ -352,10 +357,14 @@ class Faults:
     reject_results: float = 0.0
     deny: str | None = None
     deny_after_results: int | None = None
+    redirect_results: tuple[int, str] | None = None   # (status, Location) for every result
+    hostile_inbox: str | None = None                  # one of HOSTILE_INBOX for every inbox poll
 
     def public(self) -> dict[str, Any]:
         return {"failShare": self.fail_share, "loseAcks": self.lose_acks, "badJsonShare": self.bad_json_share,
-                "rejectResults": self.reject_results, "deny": self.deny, "denyAfterResults": self.deny_after_results}
+                "rejectResults": self.reject_results, "deny": self.deny, "denyAfterResults": self.deny_after_results,
+                "redirectResults": "%d=%s" % self.redirect_results if self.redirect_results else None,
+                "hostileInbox": self.hostile_inbox}
 
 
 @dataclass
@@ -392,6 +401,8 @@ class Coordinator:
         self._failures: list[dict[str, Any]] = []
         self._rejections: list[dict[str, Any]] = []
         self._expired: list[dict[str, Any]] = []
+        self._redirected = 0
+        self._hostile: list[dict[str, Any]] = []
 
     # registry and queue ------------------------------------------------------------------
     def register_node(self, node_id: int, address_or_hash: str) -> str:
@@ -421,6 +432,15 @@ class Coordinator:
     def pick(self, options: int) -> int:
         with self._lock:
             return self._rng.randrange(options)
+
+    def record_redirect(self) -> None:
+        with self._lock:
+            self._redirected += 1
+
+    def record_hostile(self, mode: str, sent: int, seconds: float, outcome: str) -> None:
+        with self._lock:
+            self._hostile.append({"mode": mode, "bytesSent": sent, "seconds": round(seconds, 3),
+                                  "outcome": outcome})
 
     def set_faults(self, **changes: Any) -> dict[str, Any]:
         with self._lock:
@@ -548,7 +568,7 @@ class Coordinator:
         req.expires_mono = time.monotonic() + (timeout + self.settings.grace_ms) / 1000
         req.deadlines[node_id] = deadline
         self._dispatches.append({"requestId": req.id, "nodeId": node_id, "attempt": req.attempts,
-                                 "deadlineMs": deadline, "atMs": wall_ms()})
+                                 "deadlineMs": deadline, "atMs": wall_ms(), "atMono": time.monotonic()})
         return req.wire(deadline)
 
     def _next_expiry(self) -> float:
@@ -606,7 +626,8 @@ class Coordinator:
                 call.checks.append(f"model {msg.model!r} differs from requested {req.prompt.model!r}")
             req.accepted = {"nodeId": msg.node_id, "model": msg.model, "result": msg.result, "poe": msg.poe,
                             "signature": msg.signature, "poeSignature": msg.poe_signature,
-                            "metrics": msg.metrics, "attempt": req.attempts, "acceptedMs": wall_ms()}
+                            "metrics": msg.metrics, "attempt": req.attempts, "acceptedMs": wall_ms(),
+                            "acceptedMono": time.monotonic()}
             if req.state == "queued":
                 self._queue.remove(req.id)
             req.state, req.assignee = "done", None
@@ -690,6 +711,8 @@ class Coordinator:
                 "denied": self._counts["denied"],
                 "injected": {wire: self._counts[f"injected.{attr}"] for wire, attr in FAULT_FIELDS},
                 "faults": self.faults.public(),
+                "redirected": self._redirected,
+                "hostileInbox": list(self._hostile),
                 "done": bool(self._requests) and not by_state["queued"] and not by_state["inflight"],
             }
 
@@ -720,6 +743,8 @@ class Reply:
     body: Any = None            # dict -> JSON, bytes -> raw, None -> empty
     note: str = ""
     drop: bool = False          # close the connection without answering
+    headers: dict[str, str] = field(default_factory=dict)
+    hostile: str | None = None  # stream one of HOSTILE_INBOX instead of a body
 
 
 BAD_INBOX_BODIES: tuple[bytes, ...] = (
@@ -819,6 +844,8 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError("bad_request", f"body is not UTF-8 JSON: {exc}") from None
 
     def _send(self, reply: Reply) -> None:
+        if reply.hostile:
+            return self._send_hostile(reply.hostile)
         if reply.drop:
             self.close_connection = True
             try:
@@ -833,6 +860,8 @@ class Handler(BaseHTTPRequestHandler):
         else:
             data = json.dumps(reply.body, ensure_ascii=False).encode("utf-8")
         self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
         if reply.status != 204:
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -842,6 +871,38 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if data and reply.status != 204:
             self.wfile.write(data)
+
+    def _send_hostile(self, mode: str) -> None:
+        """An inbox answer no node should read whole: 512 MiB announced by Content-Length or
+        sent chunked, or a valid start trickled one byte every 2 s. It goes on until the node
+        hangs up; what happened is in stats["hostileInbox"]."""
+        self.close_connection = True
+        started, sent = time.monotonic(), 0
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if mode == "huge-chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+        else:  # a trickle announces a modest answer: only its pace is hostile
+            self.send_header("Content-Length", str(TRICKLE_BYTES if mode == "trickle" else HOSTILE_BYTES))
+        self.end_headers()
+        block = b"{" + b" " * (64 * 1024 - 1)
+        outcome = "sent whole"
+        try:
+            while sent < (TRICKLE_BYTES if mode == "trickle" else HOSTILE_BYTES):
+                if mode == "trickle":
+                    self.wfile.write(b"{" if sent == 0 else b" ")
+                    self.wfile.flush()
+                    sent += 1
+                    time.sleep(TRICKLE_EVERY_S)
+                    continue
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(block), block) if mode == "huge-chunked" else block)
+                sent += len(block)
+                block = b" " * len(block)
+        except OSError:
+            outcome = "client hung up"
+        seconds = time.monotonic() - started
+        self.server.coord.record_hostile(mode, sent, seconds, outcome)
+        log(f"inbox: hostile answer {mode}: {outcome} after {sent} bytes, {seconds:.1f} s")
 
     def _operator(self, call: Call, work: Callable[[], Reply]) -> Reply:
         """Common path of every operator call: injected 503, errors as PROTOCOL.md bodies, one log line."""
@@ -895,6 +956,9 @@ class Handler(BaseHTTPRequestHandler):
             coord = self.server.coord
             coord.check_denied()
             coord.verify_inbox(call, msg)
+            if coord.faults.hostile_inbox:
+                return Reply(200, None, f"hostile answer {coord.faults.hostile_inbox}",
+                             hostile=coord.faults.hostile_inbox)
             if coord.roll("bad_json_share"):
                 return Reply(200, BAD_INBOX_BODIES[coord.pick(len(BAD_INBOX_BODIES))], "injected malformed body")
             request = coord.take_request(msg.node_id, msg.wait_ms)
@@ -911,6 +975,12 @@ class Handler(BaseHTTPRequestHandler):
             body = self._json(raw)
             if isinstance(body, dict):
                 call.node_id, call.request_id = body.get("nodeId"), body.get("requestId")
+            redirect = self.server.coord.faults.redirect_results
+            if redirect:
+                self.server.coord.record_redirect()
+                return Reply(redirect[0], {"moved": redirect[1]},
+                             f"redirected to {redirect[1]} (injected, not recorded)",
+                             headers={"Location": redirect[1]})
             msg = parse_result_body(body)
             coord = self.server.coord
             coord.check_denied()
@@ -961,6 +1031,14 @@ class Handler(BaseHTTPRequestHandler):
         def work() -> dict[str, Any]:
             f = Fields(self._json(raw, strict_type=False), "body")
             changes = {}
+            if "redirectResults" in f.data:
+                value = f.data["redirectResults"]
+                try:
+                    changes["redirect_results"] = None if value is None else _redirect(value)
+                except ValueError as exc:
+                    raise ApiError("bad_request", str(exc)) from None
+            if "hostileInbox" in f.data:
+                changes["hostile_inbox"] = f.str("hostileInbox", nullable=True, choices=HOSTILE_INBOX)
             for wire, attr in FAULT_FIELDS:
                 if wire in f.data:
                     value = f.data[wire]
@@ -979,6 +1057,14 @@ class Handler(BaseHTTPRequestHandler):
             except ValueError as exc:
                 raise ApiError("bad_request", str(exc)) from None
         return self._admin("nodes", work)
+
+
+def _redirect(value: Any) -> tuple[int, str]:
+    """STATUS=URL for --redirect-results and /_admin/faults."""
+    status, _, url = str(value).partition("=")
+    if not status.isdigit() or int(status) not in REDIRECTS or not url.startswith(("http://", "https://")):
+        raise ValueError(f"redirectResults must be STATUS=URL with STATUS in {REDIRECTS}")
+    return int(status), url
 
 
 def _reject_constant(name: str) -> None:
@@ -1057,6 +1143,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bad-json-share", type=_share, default=0.0, help="share of inbox polls answered malformed")
     p.add_argument("--reject-results", type=_share, default=0.0,
                    help="share of results answered 400 bad_poe without recording them")
+    p.add_argument("--redirect-results", type=_redirect, metavar="STATUS=URL",
+                   help="answer every result with this redirect (e.g. 307=http://127.0.0.1:9/), "
+                        "recording nothing")
+    p.add_argument("--hostile-inbox", choices=HOSTILE_INBOX,
+                   help="answer every inbox poll with 512 MiB (announced or chunked) or a trickle")
     p.add_argument("--seed", type=int, help="seed of the fault-injection RNG")
     p.add_argument("--exit-when-done", action="store_true",
                    help="exit 0 once every queued request is accepted or failed for good")
@@ -1084,7 +1175,7 @@ def build(args: argparse.Namespace) -> Coordinator:
                         options=args.options, deadline_ms=args.deadline_ms, grace_ms=args.grace_ms,
                         max_attempts=args.max_attempts, enforce_deadlines=args.enforce_deadlines)
     faults = Faults(args.fail_share, args.lose_acks, args.bad_json_share, args.reject_results, args.deny,
-                    args.deny_after_results)
+                    args.deny_after_results, args.redirect_results, args.hostile_inbox)
     coord = Coordinator(settings, faults, args.seed)
     for node_id, key in args.node:
         coord.register_node(node_id, key)

@@ -143,16 +143,22 @@ class Faults:
     hang: bool = False
     stall_after: int | None = None
     sleep_ms: int = 0
+    close: bool = False             # HTTP/1.0 style: no chunks, the body ends with the connection
+    surrogate: bool = False         # a token and done_reason carry a lone surrogate, "\ud800"
+    long_line: int | None = None    # one streamed line padded to this many bytes
 
     @classmethod
     def parse(cls, prompt: str) -> Faults:
         stall = re.search(r"\[\[stall-after:(\d+)\]\]", prompt)
         sleep = re.search(r"\[\[sleep:(\d+)\]\]", prompt)
+        long_line = re.search(r"\[\[long-line:(\d+)\]\]", prompt)
         return cls(error_500="[[error-500]]" in prompt, busy="[[busy]]" in prompt,
                    midstream="[[error-midstream]]" in prompt, eof="[[eof]]" in prompt,
                    hang="[[hang]]" in prompt,
                    stall_after=int(stall.group(1)) if stall else None,
-                   sleep_ms=int(sleep.group(1)) if sleep else 0)
+                   sleep_ms=int(sleep.group(1)) if sleep else 0,
+                   close="[[close]]" in prompt, surrogate="[[surrogate]]" in prompt,
+                   long_line=int(long_line.group(1)) if long_line else None)
 
 
 def tokens_of(text: str) -> list[str]:
@@ -251,10 +257,15 @@ class Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, obj: Any) -> None:
         self._send(status, compact(obj), "application/json; charset=utf-8")
 
-    def _start_stream(self) -> None:
+    def _start_stream(self, chunked: bool = True) -> None:
+        """Chunked, as Ollama streams; or, for [[close]], a body the connection's end ends."""
+        self._chunked = chunked
         self.send_response(200)
         self.send_header("Content-Type", "application/x-ndjson")
-        self.send_header("Transfer-Encoding", "chunked")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.close_connection = True
         self._end_headers()
 
     def _end_headers(self) -> None:
@@ -263,12 +274,13 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         self.end_headers()
 
-    def _line(self, obj: dict[str, Any]) -> None:
-        data = compact(obj) + b"\n"
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+    def _line(self, obj: dict[str, Any], raw: bytes | None = None) -> None:
+        data = (raw or compact(obj)) + b"\n"
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data)
 
     def _end_stream(self) -> None:
-        self.wfile.write(b"0\r\n\r\n")
+        if self._chunked:
+            self.wfile.write(b"0\r\n\r\n")
 
     def _wait_for_client_to_leave(self) -> None:
         """Hold the connection open and silent (a hung Ollama) until the client closes it."""
@@ -358,7 +370,7 @@ class Handler(BaseHTTPRequestHandler):
             self._generate_stream(run)
 
     def _generate_stream(self, run: Run) -> None:
-        self._start_stream()
+        self._start_stream(chunked=not run.faults.close)
         if run.faults.hang:
             return self._wait_for_client_to_leave()
         limit = len(run.tokens)
@@ -366,15 +378,27 @@ class Handler(BaseHTTPRequestHandler):
             limit = max(1, limit // 2)
         if run.faults.stall_after is not None:
             limit = min(limit, run.faults.stall_after)
+        pad = run.faults.long_line
         for token in run.tokens[:limit]:
             time.sleep(self.server.token_s)
             run.first = run.first or time.monotonic_ns()
-            self._line({"model": run.model, "created_at": now_rfc3339(), "response": token,
-                        "done": False})
+            line = {"model": run.model, "created_at": now_rfc3339(), "response": token,
+                    "done": False}
+            if pad:  # the first line only
+                line["pad"] = ""
+                line["pad"] = "x" * max(0, pad - len(compact(line)))
+                pad = None
+            self._line(line)
+        if run.faults.surrogate:  # as JSON allows and Go's encoder never writes: an escape
+            self._line({}, b'{"model":"%s","response":" \\ud800","done":false}'
+                       % run.model.encode())
         if run.faults.stall_after is not None and run.faults.stall_after < len(run.tokens):
             return self._wait_for_client_to_leave()
         if run.faults.midstream:
             self._line({"error": MIDSTREAM})
+        elif run.faults.surrogate:
+            self._line({}, compact(run.final("", limit)).replace(
+                b'"done_reason":"%s"' % run.reason.encode(), b'"done_reason":"\\ud800"'))
         elif not run.faults.eof:
             self._line(run.final("", limit))
         self._end_stream()

@@ -14,10 +14,11 @@ from tests.nodeproc import is_event, run_daemon
 
 
 class Scripted:
-    """A loopback HTTP server: (method, path) -> (status, content type, body); counts calls."""
+    """A loopback HTTP server: (method, path) -> (status, content type, body); records each
+    call and its headers."""
 
     def __init__(self, routes: dict[tuple[str, str], tuple[int, str, bytes]]) -> None:
-        self.routes, self.calls = routes, []
+        self.routes, self.calls, self.headers = routes, [], []
         script = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -28,6 +29,7 @@ class Scripted:
                 self.rfile.read(length)
                 path = self.path.split("?", 1)[0]
                 script.calls.append((self.command, path, time.monotonic()))
+                script.headers.append(dict(self.headers))
                 status, ctype, body = script.routes.get((self.command, path),
                                                         (404, "text/plain", b"no route"))
                 self.send_response(status)

@@ -537,4 +537,5 @@ def test_unreadable_ollama_answer_is_reported(probe, broken_ollama_url):
     doc = probe_json(probe, ollama=broken_ollama_url)
     assert doc["ollama"]["reachable"] is False
     assert doc["ollama"]["error"] == (
-        f"Ollama at {broken_ollama_url} could not be read (ContentDecodingError)")
+        f"{broken_ollama_url} answered /api/version with something that is not JSON: is "
+        "something other than Ollama listening there? check --ollama / OLLAMA_HOST")

@@ -9,18 +9,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import requests
+import msgspec
 
+from ipc import httpclient
 from ipc.messages import MAX_WORK_MESSAGE, Done, Failed, Job, Metrics
 from workers.ollama import (CONNECT_TIMEOUT, OllamaError, error_text, find_model, iter_ndjson,
                             list_models, session)
-from workers.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
 # The answer must fit in one work message, with room for the envelope.
 MAX_TEXT_BYTES = MAX_WORK_MESSAGE - 64 * 1024
 DEADLINE = "the job's deadline passed before Ollama finished"
+JSON = {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class Generator:
     """Runs jobs against one Ollama endpoint, one at a time (not thread-safe)."""
 
     def __init__(self, endpoint: str, timeouts: Timeouts = Timeouts(),
-                 http: requests.Session | None = None) -> None:
+                 http: httpclient.Client | None = None) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.timeouts = timeouts
         self._http = http or session()
@@ -121,44 +122,44 @@ class Generator:
         if deadline <= start:
             raise JobFailure("timeout", "the job's deadline had passed before it started")
         first = budget(start + self.timeouts.first_chunk,
-                             f"Ollama sent nothing within {self.timeouts.first_chunk:g} s "
-                             "(model load too slow?)", deadline)
+                       f"Ollama sent nothing within {self.timeouts.first_chunk:g} s "
+                       "(model load too slow?)", deadline)
+        self._http.connect_timeout = min(self.timeouts.connect, deadline - start)
         try:
-            connect = min(self.timeouts.connect, deadline - start)
-            resp = self._http.post(self.endpoint + "/api/generate", json=request_body(job),
-                                   stream=True, timeout=(connect, first[0] - start))
-        except requests.ConnectTimeout:
+            stream = self._http.open("POST", self.endpoint + "/api/generate",
+                                     body=msgspec.json.encode(request_body(job)),
+                                     headers=JSON, deadline=first[0], why=first[1])
+        except httpclient.Unreachable:
             raise (JobFailure("timeout", DEADLINE) if time.monotonic() >= deadline
                    else self._unreachable()) from None
-        except requests.ConnectionError:
-            raise self._unreachable() from None
-        except requests.Timeout:
-            raise JobFailure("timeout", first[1]) from None
-        except requests.RequestException as e:
+        except httpclient.Timeout as e:
+            raise JobFailure("timeout", str(e)) from None
+        except httpclient.HttpError as e:
             raise JobFailure("inference_failed", f"request to Ollama failed: {e}") from None
-        with resp, Watchdog(resp.raw.connection.sock, *first) as dog:
+        with stream:
             try:
-                if resp.status_code != 200:
-                    raise http_failure(resp.status_code, error_text(resp))
-                return self._read(resp, dog, deadline)
-            except (OSError, OllamaError, JobFailure) as e:  # requests' errors are OSErrors
-                if dog.expired:
-                    raise JobFailure("timeout", dog.expired) from None
+                if stream.status != 200:
+                    raise http_failure(stream.status, error_text(stream.read(64 * 1024)))
+                return self._read(stream, deadline)
+            except (httpclient.HttpError, OllamaError, JobFailure) as e:
+                if stream.guard.expired:
+                    raise JobFailure("timeout", stream.guard.expired) from None
                 if isinstance(e, JobFailure):
                     raise
                 detail = (str(e) if isinstance(e, OllamaError)
-                          else f"the stream broke ({type(e).__name__})")
+                          else f"the stream broke ({e})")
                 raise JobFailure("inference_failed",
                                  f"Ollama failed mid-answer: {detail}") from None
 
-    def _read(self, resp: requests.Response, dog: Watchdog,
-              deadline: float) -> tuple[str, dict[str, Any]]:
-        """Collect the `response` pieces up to the done chunk; `thinking` is not the answer."""
+    def _read(self, stream: httpclient.Stream, deadline: float) -> tuple[str, dict[str, Any]]:
+        """Collect the `response` pieces up to the done chunk; `thinking` is not the answer.
+        Each chunk moves the stream's budget to the idle limit (or the deadline, if sooner)."""
         parts: list[str] = []
         size = 0
         idle = f"Ollama stalled: no output for {self.timeouts.idle:g} s mid-answer"
-        for chunk in iter_ndjson(resp):
-            dog.arm(*budget(time.monotonic() + self.timeouts.idle, idle, deadline))
+        guard = stream.guard
+        for chunk in iter_ndjson(stream):
+            guard.arm(*budget(time.monotonic() + self.timeouts.idle, idle, deadline))
             piece = chunk.get("response")
             if isinstance(piece, str) and piece:
                 size += len(piece.encode())
@@ -168,8 +169,8 @@ class Generator:
                 parts.append(piece)
             if chunk.get("done") is True:
                 return "".join(parts), chunk
-        if dog.expired:
-            raise JobFailure("timeout", dog.expired)
+        if guard.expired:
+            raise JobFailure("timeout", guard.expired)
         raise JobFailure("inference_failed", "Ollama ended the stream without a done chunk")
 
     def _unreachable(self) -> JobFailure:

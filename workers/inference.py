@@ -8,8 +8,8 @@ The supervisor starts it by exec:
 
 It connects a DEALER (identity = slot) to the supervisor's ROUTER, sends `Ready`, then answers
 `Job` with `Done`/`Failed`, `Ping` with `Pong`, and `Stop` by exiting once the job in progress is
-answered (ipc/messages.py). The job runs in a thread so Pings are answered while Ollama streams;
-only the main thread touches the socket. SIGINT is ignored (Ctrl-C reaches the whole process
+answered (ipc/messages.py). Jobs run in one long-lived thread so Pings are answered while Ollama
+streams; only the main thread touches the socket. SIGINT is ignored (Ctrl-C reaches the whole process
 group; the supervisor coordinates shutdown); SIGTERM acts like `Stop`. When the supervisor dies
 the worker exits within about a second, abandoning any job (nobody is left to answer).
 """
@@ -24,6 +24,7 @@ import sys
 import threading
 from collections.abc import Callable
 
+import msgspec
 import zmq
 
 from ipc.messages import (MAX_WORK_MESSAGE, DecodeError, Done, Failed, FromWorker, Job, Ping,
@@ -51,6 +52,8 @@ class Worker:
         self._current: Job | None = None
         self._stopping = False
         self._answers: queue.SimpleQueue[Done | Failed] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        threading.Thread(target=self._run_jobs, name="jobs", daemon=True).start()
         self._wake_r, self._wake_w = socket.socketpair()
         for s in (self._wake_r, self._wake_w):
             s.setblocking(False)
@@ -96,7 +99,16 @@ class Worker:
 
     def _send(self, sock: zmq.Socket, msg: FromWorker) -> bool:
         try:
-            sock.send(encoder.encode(msg))
+            data = encoder.encode(msg)
+        except (msgspec.EncodeError, UnicodeEncodeError, OverflowError, TypeError) as e:
+            log.error("could not encode %s: %s", type(msg).__name__, e)
+            if not isinstance(msg, (Done, Failed)):
+                return False
+            data = encoder.encode(Failed(job=msg.job, request_id=msg.request_id,
+                                         code="inference_failed",
+                                         message=f"the answer could not be encoded ({e})"[:200]))
+        try:
+            sock.send(data)
             return True
         except zmq.Again:
             log.error("could not send %s: the supervisor is not connected", type(msg).__name__)
@@ -141,20 +153,21 @@ class Worker:
                                     message=why))
         else:
             self._current = msg
-            threading.Thread(target=self._run, args=(msg,), name=f"job-{msg.job}",
-                             daemon=True).start()
+            self._jobs.put(msg)
 
-    def _run(self, job: Job) -> None:
-        """The job thread: never lets an exception leave the job unanswered."""
-        try:
-            answer = self._run_job(job)
-        except Exception as e:  # a bug, not an Ollama failure: still answer, and say so
-            log.exception("job %d crashed", job.job)
-            answer = Failed(job=job.job, request_id=job.request_id, code="inference_failed",
-                            message=f"worker error: {type(e).__name__}: {e}")
-        self._answers.put(answer)
-        with contextlib.suppress(BlockingIOError):
-            self._wake_w.send(b"j")
+    def _run_jobs(self) -> None:
+        """The job thread: never lets an exception leave a job unanswered."""
+        while True:
+            job = self._jobs.get()
+            try:
+                answer = self._run_job(job)
+            except Exception as e:  # a bug, not an Ollama failure: still answer, and say so
+                log.exception("job %d crashed", job.job)
+                answer = Failed(job=job.job, request_id=job.request_id, code="inference_failed",
+                                message=f"worker error: {type(e).__name__}: {e}")
+            self._answers.put(answer)
+            with contextlib.suppress(BlockingIOError):
+                self._wake_w.send(b"j")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

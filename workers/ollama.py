@@ -1,14 +1,23 @@
-"""Ollama's HTTP API as the node uses it (reference/ollama.md §1-2). No key, no zmq: workers and
-the CLI both import it. Every call has a timeout; every failure is an `OllamaError` with one
-line an operator can act on."""
+"""Ollama's HTTP API as the node uses it (reference/ollama.md §1-2). No key, no zmq, no
+requests: workers and the CLI both import it. Every call has a deadline and every answer a size
+bound (ipc/httpclient.py); every failure is an `OllamaError` with one line an operator can act
+on. Every string Ollama sends is made valid Unicode (a lone surrogate becomes U+FFFD) before
+anything signs, encodes or prints it."""
 import json
-from collections.abc import Iterator
+import math
+import re
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-import requests
+import msgspec
+
+from ipc import httpclient
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 10.0
+MAX_ANSWER = 16 * 1024 * 1024   # /api/tags of a large library is a few hundred KB
+# One NDJSON line: a token, or the final chunk whose `context` array can reach ~1 MB.
+MAX_LINE = 4 * 1024 * 1024
 
 
 class OllamaError(Exception):
@@ -19,47 +28,71 @@ class OllamaError(Exception):
         self.status = status
 
 
-def session() -> requests.Session:
-    """A session that ignores HTTP(S)_PROXY: a proxy must never sit between us and local Ollama."""
-    s = requests.Session()
-    s.trust_env = False
-    return s
+def session() -> httpclient.Client:
+    """Keep-alive connections to Ollama; never through a proxy (ipc/httpclient.py reads no
+    proxy settings): a proxy must never sit between us and local Ollama."""
+    return httpclient.Client(connect_timeout=CONNECT_TIMEOUT)
 
 
-def error_text(resp: requests.Response) -> str:
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean(value: Any) -> Any:
+    """`value` with every string in it (keys too) made encodable: lone surrogates become U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {clean(k): clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean(v) for v in value]
+    return value
+
+
+def parse_json(raw: bytes) -> Any:
+    """msgspec on the hot path; it refuses a lone surrogate escape ("\\ud800"), which JSON
+    allows, so such a body is read again by the json module and cleaned."""
     try:
-        body = resp.json()
-        if isinstance(body, dict) and isinstance(body.get("error"), str):
-            return body["error"]
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return clean(json.loads(raw))  # ValueError when it really is not JSON
+
+
+def error_text(body: bytes, reason: str = "") -> str:
+    """The `error` of an Ollama error body, else its first 200 characters."""
+    try:
+        obj = parse_json(body)
+        if isinstance(obj, dict) and isinstance(obj.get("error"), str):
+            return obj["error"]
     except ValueError:
         pass
-    return resp.text.strip()[:200] or resp.reason or "no detail"
+    return clean(body[:200].decode("utf-8", "replace").strip()) or reason or "no detail"
 
 
-def get_json(base: str, path: str, http: requests.Session | None = None,
+def get_json(base: str, path: str, http: httpclient.Client | None = None,
              timeout: float = READ_TIMEOUT) -> Any:
     """GET base+path and return its JSON body, or raise OllamaError."""
     http = http or session()
     try:
-        resp = http.get(base + path, timeout=(CONNECT_TIMEOUT, timeout))
-    except requests.ConnectionError:
+        resp = http.request("GET", base + path, timeout=CONNECT_TIMEOUT + timeout,
+                            max_bytes=MAX_ANSWER, read_timeout=timeout)
+    except httpclient.Unreachable:
         raise OllamaError(f"Ollama is not reachable at {base}; start it with: ollama serve") from None
-    except requests.Timeout:
+    except httpclient.Timeout:
         raise OllamaError(f"Ollama at {base} did not answer within {timeout:.0f} s") from None
-    except requests.RequestException as e:
-        raise OllamaError(f"Ollama at {base} could not be read ({type(e).__name__})") from None
-    if resp.status_code != 200:
-        raise OllamaError(f"Ollama at {base} answered {resp.status_code}: {error_text(resp)}",
-                          resp.status_code)
+    except httpclient.HttpError as e:
+        raise OllamaError(f"Ollama at {base} could not be read ({e})") from None
+    if resp.status != 200:
+        raise OllamaError(f"Ollama at {base} answered {resp.status}: {error_text(resp.body)}",
+                          resp.status)
     try:
-        return resp.json()
+        return parse_json(resp.body)
     except ValueError:
         raise OllamaError(f"{base} answered {path} with something that is not JSON: is "
                           "something other than Ollama listening there? check --ollama / "
-                          "OLLAMA_HOST", resp.status_code) from None
+                          "OLLAMA_HOST", resp.status) from None
 
 
-def get_version(base: str, http: requests.Session | None = None) -> str:
+def get_version(base: str, http: httpclient.Client | None = None) -> str:
     body = get_json(base, "/api/version", http)
     if not isinstance(body, dict) or not isinstance(body.get("version"), str):
         raise OllamaError(f"{base} answered /api/version without a version: is something other "
@@ -67,7 +100,7 @@ def get_version(base: str, http: requests.Session | None = None) -> str:
     return body["version"]
 
 
-def list_models(base: str, http: requests.Session | None = None) -> list[dict[str, Any]]:
+def list_models(base: str, http: httpclient.Client | None = None) -> list[dict[str, Any]]:
     """Local models from /api/tags; cloud stubs (`remote_host`) are skipped: they cannot run here."""
     body = get_json(base, "/api/tags", http)
     models = body.get("models") if isinstance(body, dict) else None
@@ -89,51 +122,86 @@ def has_model(models: list[dict[str, Any]], name: str) -> bool:
     return find_model(models, name) is not None
 
 
-def iter_ndjson(resp: requests.Response) -> Iterator[dict[str, Any]]:
+def lines(blocks: Iterable[bytes], max_line: int = MAX_LINE) -> Iterator[bytes]:
+    """Split a byte stream into lines as blocks arrive, in linear time, refusing a line longer
+    than `max_line` before it is all read (requests' iter_lines is quadratic on long lines)."""
+    pending = bytearray()
+    for block in blocks:
+        start = 0
+        while (end := block.find(b"\n", start)) >= 0:
+            if pending:
+                pending += block[start:end]
+                line = bytes(pending)
+                pending.clear()
+            else:
+                line = block[start:end]
+            if len(line) > max_line:
+                raise OllamaError(f"Ollama sent a line longer than {max_line} bytes")
+            yield line
+            start = end + 1
+        pending += memoryview(block)[start:]
+        if len(pending) > max_line:
+            raise OllamaError(f"Ollama sent a line longer than {max_line} bytes")
+    if pending.strip():
+        yield bytes(pending)
+
+
+def iter_ndjson(stream: httpclient.Stream) -> Iterator[dict[str, Any]]:
     """Yield each NDJSON object; an in-stream `{"error": …}` line raises OllamaError."""
-    for line in resp.iter_lines():
+    for line in lines(stream.blocks()):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = parse_json(line)
         except ValueError:
             raise OllamaError("Ollama sent a line that is not JSON") from None
         if not isinstance(obj, dict):
             raise OllamaError("Ollama sent a line that is not a JSON object")
         if "error" in obj:
-            raise OllamaError(str(obj["error"]), resp.status_code)
+            raise OllamaError(str(obj["error"]), stream.status)
         yield obj
 
 
 PULL_READ_TIMEOUT = 60.0  # Ollama sends pull progress every ~60 ms; a minute of silence is a stall
 
 
-def pull(base: str, name: str, http: requests.Session | None = None) -> Iterator[dict[str, Any]]:
+def pull(base: str, name: str, http: httpclient.Client | None = None) -> Iterator[dict[str, Any]]:
     """Stream `POST /api/pull` for `name`, yielding each progress object up to and including
     `{"status": "success"}`. Raises OllamaError on an HTTP error, an in-stream `{"error": …}`
-    line, a stall, or a stream that ends without `success` (reference/ollama.md §1)."""
+    line, a stall, or a stream that ends without `success` (reference/ollama.md §1). A pull
+    may take hours: only silence bounds it, never the whole."""
     http = http or session()
     try:
-        resp = http.post(base + "/api/pull", json={"model": name, "stream": True}, stream=True,
-                         timeout=(CONNECT_TIMEOUT, PULL_READ_TIMEOUT))
-    except requests.ConnectionError:
+        stream = http.open("POST", base + "/api/pull", deadline=math.inf, why="",
+                           body=msgspec.json.encode({"model": name, "stream": True}),
+                           headers={"Content-Type": "application/json"},
+                           read_timeout=PULL_READ_TIMEOUT)
+    except httpclient.Unreachable:
         raise OllamaError(f"Ollama is not reachable at {base}; start it with: ollama serve") from None
-    except requests.Timeout:
+    except httpclient.HttpError:
         raise OllamaError(f"Ollama at {base} did not start the pull of {name} "
                           f"within {PULL_READ_TIMEOUT:.0f} s") from None
-    with resp:
-        if resp.status_code != 200:
-            raise OllamaError(f"pulling {name} failed: Ollama answered {resp.status_code}: "
-                              f"{error_text(resp)}", resp.status_code)
+    with stream:
+        if stream.status != 200:
+            raise OllamaError(f"pulling {name} failed: Ollama answered {stream.status}: "
+                              f"{error_text(_error_body(stream))}", stream.status)
         try:
-            for obj in iter_ndjson(resp):
+            for obj in iter_ndjson(stream):
                 yield obj
                 if obj.get("status") == "success":
                     return
         except OllamaError as e:
             raise OllamaError(f"pulling {name} failed: {e}", e.status) from None
-        except requests.RequestException as e:
+        except httpclient.HttpError as e:
             raise OllamaError(f"pulling {name} failed: the stream from Ollama at {base} broke "
-                              f"or stalled for {PULL_READ_TIMEOUT:.0f} s ({type(e).__name__})") from None
+                              f"or stalled for {PULL_READ_TIMEOUT:.0f} s ({e})") from None
     raise OllamaError(f"pulling {name} failed: Ollama closed the stream before 'success'; "
                       "run the pull again (it resumes)")
+
+
+def _error_body(stream: httpclient.Stream) -> bytes:
+    """The body of an error answer, for its message; b"" if it cannot be read."""
+    try:
+        return stream.read(64 * 1024)
+    except httpclient.HttpError:
+        return b""
