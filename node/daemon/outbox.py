@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from node.atomic import write_atomic
 
 log = logging.getLogger("parallelix.outbox")
@@ -34,7 +36,7 @@ class Outbox:
     def put(self, body: dict[str, Any]) -> Path:
         """Persist a signed body (durable when this returns)."""
         path = self._path(body["requestId"])
-        write_atomic(path, json.dumps(body, ensure_ascii=False).encode("utf-8"), mode=0o600)
+        write_atomic(path, msgspec.json.encode(body), mode=0o600)
         return path
 
     def remove(self, request_id: str) -> None:

@@ -1,7 +1,9 @@
 """The supervisor: the one process that holds the key and talks to the coordinator.
 
-One asyncio loop in one thread owns every ZeroMQ socket (anchors §8.1). Blocking HTTP runs
-in short-lived threads so nothing stalls the loop; results come back to it. Per request:
+One asyncio loop in one thread owns every ZeroMQ socket (anchors §8.1). Blocking HTTP and
+outbox files run in long-lived lanes (node/daemon/lanes.py: one thread and keep-alive
+connection per poller, two for deliveries, one for the outbox) so nothing stalls the loop and
+nothing is set up per call; results come back to it. Per request:
 poll -> dispatch to an idle worker (READY credit) -> text back -> PoE -> sign -> outbox ->
 post -> delete. Liveness (heartbeat process), worker supervision, signals and the control
 socket hang off the same loop: a 0.5 s tick reaps, pings, expires and feeds the watchdog.
@@ -24,6 +26,7 @@ import zmq.asyncio
 
 from ipc import messages as m
 from node.daemon import metrics, pool, procs, sdnotify
+from node.daemon.lanes import Lane
 from node.coordinator import Coordinator, CoordinatorError, Denied, Rejected, now_ms
 from node.home import Home, make_private_dir
 from node.identity import Signer, node_key_hash
@@ -49,7 +52,8 @@ RESULT_ANSWER = {409: "duplicate", 410: "expired"}   # any other 2xx: accepted
 
 
 def run_blocking(fn: Callable[..., T], *args: Any) -> "asyncio.Future[T]":
-    """Run a blocking call in a daemon thread (never joined at exit, unlike an executor's)."""
+    """Run a rare blocking call (attach, shutdown) in a daemon thread of its own, never joined
+    at exit, unlike an executor's; the hot path uses lanes instead."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future = loop.create_future()
 
@@ -133,6 +137,8 @@ class Supervisor:
         self.metrics = metrics.NodeMetrics(run.node_id, run.signer.address, cli_version(),
                                            run.settings.model)
         self.metrics_server: Any = None
+        self.delivery = Lane("deliver", threads=2)
+        self.disk = Lane("outbox")
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -169,8 +175,8 @@ class Supervisor:
             self._spawn_heartbeat()
             sdnotify.notify(f"READY=1\nSTATUS=serving as node {self.node_id}, "
                             f"{len(self.slots)} workers")
-            for _ in self.slots:
-                self._task(self._intake())
+            for i, _ in enumerate(self.slots):
+                self._task(self._intake(Lane(f"poll-{i}")))
         else:
             self._begin_stop(abandon=True)
         await self.stopped.wait()
@@ -359,8 +365,9 @@ class Supervisor:
         idle = sum(1 for s in self.slots if s.idle)
         return idle - len(self.pending) - self.reserved
 
-    async def _intake(self) -> None:
-        """One of N pollers (N = slots): polls only while a worker slot is free."""
+    async def _intake(self, lane: Lane) -> None:
+        """One of N pollers (N = slots), each with its own lane (a thread and a kept-alive
+        connection): polls only while a worker slot is free, at once when one becomes free."""
         backoff = 1.0
         while not self.stopping:
             async with self.capacity:
@@ -369,8 +376,8 @@ class Supervisor:
                 return
             self.reserved += 1
             try:
-                answer = await run_blocking(self.coord.inbox, self.signer, self.node_id,
-                                            LONG_POLL_MS)
+                answer = await lane.run(self.coord.inbox, self.signer, self.node_id,
+                                        LONG_POLL_MS)
             except CoordinatorError as e:
                 self.metrics.coordinator_error("inbox", metrics.error_kind(e))
                 log.warning("inbox.retry reason=%s in=%.0fs", e, backoff)
@@ -513,7 +520,7 @@ class Supervisor:
     def _commit(self, body: dict[str, Any]) -> None:
         """Write the signed body to the outbox (durable), then deliver it off the loop."""
         async def commit() -> None:
-            write = run_blocking(self.outbox.put, body)
+            write = self.disk.run(self.outbox.put, body)
             self.writes.add(write)
             write.add_done_callback(self.writes.discard)
             try:
@@ -534,7 +541,7 @@ class Supervisor:
         delay = 1.0
         while True:
             try:
-                answer = await run_blocking(self.coord.post_result, body)
+                answer = await self.delivery.run(self.coord.post_result, body)
             except CoordinatorError as e:
                 self.metrics.coordinator_error("result", metrics.error_kind(e))
                 if self.abandon:
@@ -551,7 +558,7 @@ class Supervisor:
             except Rejected as e:
                 self.metrics.result_answered("rejected")
                 try:
-                    kept = await run_blocking(self.outbox.reject, rid)
+                    kept = await self.disk.run(self.outbox.reject, rid)
                 except OSError as err:
                     kept = f"nowhere ({err.strerror})"
                 log.error("result.rejected request=%s error=%s: a node bug; the signed result is "
@@ -568,7 +575,7 @@ class Supervisor:
             elif answer.status == 409:
                 log.info("result.duplicate request=%s: an earlier copy was accepted", rid)
             try:
-                await run_blocking(self.outbox.remove, rid)
+                await self.disk.run(self.outbox.remove, rid)
             except OSError as e:
                 log.error("outbox.remove_failed request=%s reason=%s: it will be sent again "
                           "at the next start (the coordinator answers 409)", rid, e)
