@@ -21,7 +21,8 @@ MIN_PYTHON = (3, 10)
 DISTRIBUTION = "parallelix-node"
 TOP_LEVEL = ("node", "workers", "ipc")   # the wheel's packages; unrelated PyPI projects share the names
 OWN_ENVIRONMENT_FIX = ("reinstall parallelix-node in an environment of its own: "
-                       "pipx install parallelix-node, or a venv used for nothing else")
+                       "the installer (install.sh), pipx install parallelix-node, or a venv "
+                       "used for nothing else")
 
 
 @dataclass
