@@ -43,3 +43,12 @@ def test_a_file_named_by_an_older_scheme_is_renamed_so_it_can_be_removed(tmp_pat
     assert [b["requestId"] for b in outbox.pending()] == ["req_1"]
     outbox.remove("req_1")
     assert outbox.depth() == 0
+
+
+def test_a_group_commit_writes_one_durable_file_per_body(tmp_path):
+    outbox = Outbox(tmp_path / "outbox")
+    paths = outbox.put_many([body(f"req_{i}") for i in range(5)])
+    assert [json.loads(p.read_text())["requestId"] for p in paths] == [f"req_{i}" for i in range(5)]
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in paths)
+    assert sorted(b["requestId"] for b in outbox.pending()) == [f"req_{i}" for i in range(5)]
+    assert not list(outbox.folder.glob(".*.tmp"))

@@ -42,3 +42,42 @@ class Lane:
 def _settle(fut: asyncio.Future, setter: Callable[[Any], None], value: Any) -> None:
     if not fut.done():  # cancelled meanwhile (shutdown)
         setter(value)
+
+
+class Batched:
+    """Group commit on a lane: calls made while a batch is being written wait and go
+    together in the next one, so a burst of results shares its fsyncs. `fn` takes a list of
+    items and returns one result per item; its error fails every item of that batch."""
+
+    def __init__(self, lane: Lane, fn: Callable[[list], list]) -> None:
+        self._lane, self._fn = lane, fn
+        self._waiting: list[tuple[Any, asyncio.Future]] = []
+        self._busy = False
+
+    def run(self, item: Any) -> "asyncio.Future[Any]":
+        fut = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, fut))
+        if not self._busy:
+            self._flush()
+        return fut
+
+    def _flush(self) -> None:
+        batch, self._waiting = self._waiting, []
+        self._busy = True
+        self._lane.run(self._fn, [item for item, _ in batch]).add_done_callback(
+            lambda done: self._settle(batch, done))
+
+    def _settle(self, batch: list[tuple[Any, asyncio.Future]], done: asyncio.Future) -> None:
+        self._busy = False
+        error = None if done.cancelled() else done.exception()
+        for i, (_, fut) in enumerate(batch):
+            if fut.done():
+                continue
+            if done.cancelled():
+                fut.cancel()
+            elif error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(done.result()[i])
+        if self._waiting:
+            self._flush()

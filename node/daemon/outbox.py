@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from node.atomic import write_atomic
+from node.atomic import write_atomic_many
 
 log = logging.getLogger("parallelix.outbox")
 
@@ -35,9 +35,14 @@ class Outbox:
 
     def put(self, body: dict[str, Any]) -> Path:
         """Persist a signed body (durable when this returns)."""
-        path = self._path(body["requestId"])
-        write_atomic(path, msgspec.json.encode(body), mode=0o600)
-        return path
+        return self.put_many([body])[0]
+
+    def put_many(self, bodies: list[dict[str, Any]]) -> list[Path]:
+        """Persist signed bodies together, one file each, sharing the fsyncs (group commit);
+        all are durable when this returns."""
+        files = [(self._path(b["requestId"]), msgspec.json.encode(b)) for b in bodies]
+        write_atomic_many(files, mode=0o600)
+        return [path for path, _ in files]
 
     def remove(self, request_id: str) -> None:
         try:

@@ -26,7 +26,7 @@ import zmq.asyncio
 
 from ipc import messages as m
 from node.daemon import metrics, pool, procs, sdnotify
-from node.daemon.lanes import Lane
+from node.daemon.lanes import Batched, Lane
 from node.coordinator import Coordinator, CoordinatorError, Denied, Rejected, now_ms
 from node.home import Home, make_private_dir
 from node.identity import Signer, node_key_hash
@@ -139,6 +139,7 @@ class Supervisor:
         self.metrics_server: Any = None
         self.delivery = Lane("deliver", threads=2)
         self.disk = Lane("outbox")
+        self.persist = Batched(self.disk, self.outbox.put_many)  # group commit
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -520,7 +521,7 @@ class Supervisor:
     def _commit(self, body: dict[str, Any]) -> None:
         """Write the signed body to the outbox (durable), then deliver it off the loop."""
         async def commit() -> None:
-            write = self.disk.run(self.outbox.put, body)
+            write = self.persist.run(body)
             self.writes.add(write)
             write.add_done_callback(self.writes.discard)
             try:
