@@ -267,6 +267,60 @@ def test_a_bad_spec_is_refused(tmp_path, spec, message):
     assert machine.nothing_installed()
 
 
+def test_a_failed_fresh_install_leaves_nothing_behind(tmp_path):
+    """pip fails (the spec is a folder that is no Python project): the new venv goes, no link."""
+    machine = Machine(tmp_path)
+    empty = tmp_path / "not-a-project"
+    empty.mkdir()
+    r = machine.run("--no-ollama", spec=empty)
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[-1] == (
+        f"error: pip could not install {empty} (see its message above); nothing was linked, run "
+        "this again once the cause is fixed")
+    assert machine.nothing_installed() and (machine.home / ".parallelix").is_dir()
+
+
+TOOL_STANDIN = """#!/usr/bin/env python3
+import json, os, sys
+with open(os.environ["STANDIN_CALLS"], "a") as f:
+    f.write(json.dumps([os.path.basename(sys.argv[0]), *sys.argv[1:]]) + "\\n")
+args = sys.argv[1:]
+if "install" in args:
+    link = os.path.join(os.environ[BIN_VARIABLE], "parallelix-node")
+    with open(link, "w") as f:
+        f.write("#!/bin/sh\\necho 'parallelix-node 0.1.0 (installed by the stand-in)'\\n")
+    os.chmod(link, 0o755)
+elif "list" in args:
+    print(LISTED)
+"""
+
+
+@pytest.mark.parametrize("flag, tool, bin_variable, listed, install, uninstall", [
+    ("--pipx", "pipx", "PIPX_BIN_DIR", "parallelix-node 0.1.0", ["install", "--force"],
+     ["uninstall", "parallelix-node"]),
+    ("--uv", "uv", "UV_TOOL_BIN_DIR", "parallelix-node v0.1.0", ["tool", "install", "--force"],
+     ["tool", "uninstall", "parallelix-node"]),
+])
+def test_pipx_and_uv_when_asked_for(tmp_path, flag, tool, bin_variable, listed, install,
+                                    uninstall):
+    machine = Machine(tmp_path)
+    folder = tmp_path / "tools"
+    folder.mkdir()
+    (folder / tool).write_text(TOOL_STANDIN.replace("BIN_VARIABLE", repr(bin_variable))
+                               .replace("LISTED", repr(listed)))
+    (folder / tool).chmod(0o755)
+    machine.link.parent.mkdir(parents=True)
+    r = machine.run("--no-ollama", flag, spec=ROOT, extra_path=(folder,))
+    assert r.returncode == 0, r
+    assert machine.recorded() == [[tool, *install, str(ROOT)]]
+    assert f"Installed: parallelix-node 0.1.0 (installed by the stand-in) at {machine.link}" \
+        in r.stdout
+    r = machine.run("--uninstall", extra_path=(folder,))
+    assert r.returncode == 0, r
+    calls = machine.recorded()
+    assert calls[-1] == [tool, *uninstall], calls
+
+
 # ------------------------------------------------------------------ end to end, one HOME
 
 @pytest.fixture(scope="module")
@@ -403,6 +457,17 @@ def test_piped_through_sh_it_asks_on_the_terminal(machine, fresh, wheel):
     assert "Ollama:   not installed (you said no)" in r.stdout
     assert "==> Pulling" not in r.stdout and machine.recorded() == []
     assert machine.cli("version").returncode == 0
+
+
+def test_macos_without_homebrew_names_the_download(machine, fresh, wheel, tmp_path):
+    for leftover in machine.drop.iterdir():
+        leftover.unlink()
+    mac = uname(tmp_path / "mac", "Darwin", "x86_64", "23.6.0")
+    r = machine.run("--yes", spec=wheel, extra_path=(mac,))
+    assert r.returncode == 0, r
+    assert "Ollama:   not installed, and there is no Homebrew to install it with" in r.stdout
+    assert ("Download Ollama for macOS from https://ollama.com/download/Ollama.dmg, open it "
+            "once, then run:\n    parallelix-node models pull llama3.2") in r.stdout
 
 
 def test_uninstall_keeps_the_key_and_purge_asks_then_removes_it(machine, fresh):
