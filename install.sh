@@ -142,12 +142,15 @@ check_python() {
         fi
     done
     if [ -z "$python" ]; then
-        if has python3 && python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+        if ! has python3; then
+            die "Python 3.10 or newer is needed and none was found on PATH; install it:" \
+                "$(python_package_hint)"
+        elif python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
             die "$(python3 --version 2>&1) cannot make virtual environments (venv or ensurepip" \
                 "is missing); install it: $(python_package_hint)"
         fi
-        die "Python 3.10 or newer is needed and none was found on PATH; install it:" \
-            "$(python_package_hint)"
+        die "Python 3.10 or newer is needed and python3 is $(python3 --version 2>&1); install" \
+            "it: $(python_package_hint)"
     fi
     say "Python:   $("$python" --version 2>&1) ($python)"
 }

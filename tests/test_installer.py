@@ -197,6 +197,23 @@ def test_missing_python_names_the_package(tmp_path, shell):
 
 
 @pytest.mark.parametrize("shell", SHELLS)
+def test_an_old_python_is_named_and_wsl2_is_recognised(tmp_path, shell):
+    machine = Machine(tmp_path, python=False)
+    fakes = fake(tmp_path / "fake", "python3", 'case "$1" in --version) echo "Python 3.8.10" ;; '
+                 '*) exit 1 ;; esac')
+    uname(fakes, "Linux", "x86_64", "5.15.153.1-microsoft-standard-WSL2")
+    r = machine.run("--no-ollama", shell=shell, spec=ROOT, extra_path=(fakes,))
+    assert r.returncode == 1
+    assert r.stdout == "Machine:  WSL2 (Linux x86_64)\n"
+    line = one_error(r)
+    assert line.startswith("error: Python 3.10 or newer is needed and python3 is Python 3.8.10; "
+                           "install it: ")
+    if debian_like():
+        assert line.endswith("install it: sudo apt-get install -y python3 python3-venv")
+    assert machine.nothing_installed()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
 @pytest.mark.parametrize("system, arch, release, message", [
     ("FreeBSD", "amd64", "14.1-RELEASE", "error: unsupported operating system: FreeBSD; "
      "parallelix-node runs on Linux (x86_64, arm64), macOS and Windows through WSL 2"),
