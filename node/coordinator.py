@@ -98,11 +98,12 @@ class Coordinator:
     (ipc/httpclient.py), kept for the thread's life: the supervisor calls from a fixed set of
     long-lived threads, so the hot path never connects, starts a thread or builds headers."""
 
-    def __init__(self, base_url: str, timeout: float = CALL_TIMEOUT) -> None:
+    def __init__(self, base_url: str, timeout: float = CALL_TIMEOUT,
+                 version: str | None = None) -> None:
         self.base = base_url.rstrip("/")
         self.timeout = timeout
         self._local = threading.local()
-        self._headers = {"User-Agent": f"parallelix-node/{cli_version()}",
+        self._headers = {"User-Agent": f"parallelix-node/{version or cli_version()}",
                          "Content-Type": "application/json"}
 
     @property

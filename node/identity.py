@@ -5,7 +5,13 @@ result is byte-identical, about 20x faster per signature, and costs no 0.4 s imp
 address is derived the same way (no eth-keys, whose imports cost each signing process ~20 MB).
 """
 from coincurve import PrivateKey
-from eth_hash.auto import keccak
+from Crypto.Hash import keccak as _keccak
+
+
+def keccak(data: bytes) -> bytes:
+    """keccak256 (Ethereum's, not SHA3-256), from pycryptodome directly: eth-hash's backend
+    search costs each signing process ~2 MB."""
+    return _keccak.new(digest_bits=256, data=data).digest()
 
 
 def personal_message_hash(text: str) -> bytes:

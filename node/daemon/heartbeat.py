@@ -29,9 +29,9 @@ BEAT_TIMEOUT = 5.0       # one POST may take this long; retries fit inside the i
 
 class HeartbeatLoop:
     def __init__(self, signer: Signer, node_id: int, coordinator: str, interval: float,
-                 sock: zmq.Socket, first_seq: int = 1) -> None:
+                 sock: zmq.Socket, first_seq: int = 1, version: str | None = None) -> None:
         self.signer, self.node_id, self.interval, self.sock = signer, node_id, interval, sock
-        self.coord = Coordinator(coordinator, timeout=BEAT_TIMEOUT)
+        self.coord = Coordinator(coordinator, timeout=BEAT_TIMEOUT, version=version)
         self.load = m.Load(busy=0, slots=0, served=0)
         self.last_supervisor = time.monotonic()
         self.seq = first_seq - 1  # counts up across respawns within one daemon run
@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--interval-ms", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--first-seq", type=int, default=1)
+    parser.add_argument("--node-version", help="for the User-Agent (saves reading package "
+                                               "metadata)")
     args = parser.parse_args(argv)
     log_to_stderr("heartbeat")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor decides
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     sock.connect(args.connect)
     try:
         HeartbeatLoop(signer, args.node_id, args.coordinator, args.interval_ms / 1000, sock,
-                      args.first_seq).run()
+                      args.first_seq, args.node_version).run()
     except KeyboardInterrupt:
         pass
     finally:

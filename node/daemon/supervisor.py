@@ -590,7 +590,8 @@ class Supervisor:
             "--node-id", str(self.node_id), "--coordinator", cfg.settings.coordinator,
             "--connect", self.hb_endpoint, "--interval-ms",
             str(int(self.heartbeat_interval * 1000)), "--parent-pid", str(os.getpid()),
-            "--first-seq", str(self.beat_seq + 2)],  # +2: the dead one may have sent one more
+            "--first-seq", str(self.beat_seq + 2),  # +2: the dead one may have sent one more
+            "--node-version", cli_version()],
             stdin=subprocess.PIPE)
         assert self.hb_proc.stdin is not None
         self.hb_proc.stdin.write(cfg.secret.hex().encode() + b"\n")  # a pipe, never a socket
