@@ -124,6 +124,20 @@ class StatusRequest(_Msg):
     pass
 
 
+class PauseRequest(_Msg):
+    """Take no new requests (a drain under way stops, the node stays paused); reply: status."""
+
+
+class ResumeRequest(_Msg):
+    """Take requests again (a drain under way stops); reply: status."""
+
+
+class DrainRequest(_Msg):
+    """Pause, then exit 0 once everything in flight is served and delivered; after
+    `timeout_s`, give the rest back and exit. Reply: status."""
+    timeout_s: float | None = None
+
+
 class WorkerStatus(msgspec.Struct, frozen=True, rename="camel"):
     slot: str
     pid: int | None
@@ -152,13 +166,17 @@ class StatusReply(msgspec.Struct, tag=True, tag_field="type", frozen=True, renam
     failed: int
     last_heartbeat_ack_ms: int | None
     outbox_depth: int
+    paused: bool = False                 # maintenance: no new requests (also while draining)
+    draining: bool = False               # the daemon exits once in flight and outbox are empty
+    in_flight: int = 0                   # requests taken and not yet answered by a worker
+    delivery_error: str | None = None    # why results wait in the outbox, while they do
 
 
 class ControlError(msgspec.Struct, tag=True, tag_field="type", frozen=True):
     error: str
 
 
-ControlRequest = StatusRequest
+ControlRequest = Union[StatusRequest, PauseRequest, ResumeRequest, DrainRequest]
 ControlReply = Union[StatusReply, ControlError]
 
 
@@ -187,12 +205,19 @@ class RequestFailed(_Event, tag="request.failed"):
     reason: str
 
 
+class Maintenance(_Event, tag="maintenance"):
+    """Serving, paused or draining changed (`pause`, `resume`, `drain`)."""
+    mode: str                 # "serving" | "paused" | "draining"
+    in_flight: int
+    outbox_depth: int
+
+
 class WatchHello(_Event, tag="watch.hello"):
     """Published when a subscriber joins: proof to it that its subscription is live."""
     state: str
 
 
-Event = Union[StateTransition, RequestServed, RequestFailed, WatchHello]
+Event = Union[StateTransition, RequestServed, RequestFailed, Maintenance, WatchHello]
 
 encoder = msgspec.msgpack.Encoder()
 from_worker = msgspec.msgpack.Decoder(FromWorker)

@@ -38,7 +38,8 @@ def state_problem(home: Home) -> str | None:
     if not isinstance(data, dict):
         return f"{home.state} does not hold a JSON object"
     wrong = [k for k, kind in (("state", str), ("address", str), ("nodeKeyHash", str),
-                               ("tier", int), ("network", dict), ("nodeId", int))
+                               ("tier", int), ("network", dict), ("nodeId", int),
+                               ("paused", bool), ("lastDrain", dict))
              if k in data and not isinstance(data[k], kind)]
     if "state" in data and data["state"] not in STATES:
         wrong.append("state")

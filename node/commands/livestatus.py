@@ -10,11 +10,11 @@ from node.home import Home
 from node.daemon.runlock import running_pid
 
 
-def query_live(home: Home, timeout_ms: int = 1000) -> dict[str, Any] | None:
-    """The daemon's status answer as a camelCase dict, or None when no daemon answers."""
+def ask(home: Home, request: Any = None, timeout_ms: int = 1000) -> Any:
+    """Send a control request (a `StatusRequest` by default) and return the reply struct, or
+    None when no daemon answers."""
     if running_pid(home) is None:
         return None
-    import msgspec
     import zmq
 
     from ipc import messages as m
@@ -27,18 +27,30 @@ def query_live(home: Home, timeout_ms: int = 1000) -> dict[str, Any] | None:
         sock.setsockopt(zmq.SNDTIMEO, timeout_ms)
         sock.connect(home.endpoint("control.sock"))
         try:
-            sock.send(m.encoder.encode(m.StatusRequest()))
-            reply = m.control_reply.decode(sock.recv())
+            sock.send(m.encoder.encode(request or m.StatusRequest()))
+            return m.control_reply.decode(sock.recv())
         except (zmq.ZMQError, m.DecodeError):
             return None
     finally:
         ctx.destroy(linger=0)
-    if not isinstance(reply, m.StatusReply):
-        return None
+
+
+def live_doc(reply: Any) -> dict[str, Any]:
+    """A `StatusReply` as the camelCase dict `status --json` prints."""
+    import msgspec
     doc = msgspec.to_builtins(reply)
     doc.pop("type", None)
     doc["ollama"] = list(dict.fromkeys(w["endpoint"] for w in doc["workers"]))  # what it uses
     return doc
+
+
+def query_live(home: Home, timeout_ms: int = 1000) -> dict[str, Any] | None:
+    """The daemon's status answer as a camelCase dict, or None when no daemon answers."""
+    reply = ask(home, timeout_ms=timeout_ms)
+    if reply is None:
+        return None
+    from ipc import messages as m
+    return live_doc(reply) if isinstance(reply, m.StatusReply) else None
 
 
 def watch_events(home: Home) -> Iterator[dict[str, Any]]:

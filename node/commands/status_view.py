@@ -96,6 +96,12 @@ def _live_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
                        f"{doc.get('outboxDepth')} in the outbox"),
             ("heartbeat", f"pid {_fmt(doc.get('heartbeatPid'))}, last acknowledged "
                           + (f"{_ago(beat)} ago" if isinstance(beat, int) else "never"))]
+    if doc.get("draining"):
+        rows.append(("maintenance", "draining: takes no new requests, stops once "
+                                    f"{doc.get('inFlight')} in flight and the outbox are done "
+                                    "(parallelix-node resume cancels)"))
+    elif doc.get("paused"):
+        rows.append(("maintenance", "paused: takes no new requests (parallelix-node resume)"))
     for w in doc.get("workers") or []:
         busy = f"busy {w.get('requestId') or ''}".strip() if w.get("busy") else "idle"
         rows.append((f"worker {w.get('slot')}",

@@ -51,6 +51,8 @@ class Snapshot:
     state: str
     tier: int
     accepting: bool
+    paused: bool
+    draining: bool
     in_flight: int
     workers: tuple[WorkerView, ...]
     processes: tuple[tuple[str, int], ...]   # (role, pid): supervisor, heartbeat, worker
@@ -224,6 +226,10 @@ def _node_families(snap: Snapshot) -> Iterator[Metric]:
                             value=snap.tier)
     yield _flag("parallelix_node_accepting", "1 while the node takes new requests (a slot "
                 "ready, not paused, not draining).", snap.accepting)
+    yield _flag("parallelix_node_paused", "1 while paused for maintenance (pause, or drain).",
+                snap.paused)
+    yield _flag("parallelix_node_draining", "1 while draining: the daemon exits once "
+                "everything in flight is served and delivered.", snap.draining)
     yield GaugeMetricFamily("parallelix_requests_in_flight", "Requests taken and not yet "
                             "answered by a worker.", value=snap.in_flight)
 

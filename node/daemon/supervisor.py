@@ -36,7 +36,8 @@ from node.daemon.outbox import Outbox
 from node.daemon.results import signed_failure, signed_success
 from node.daemon.runlock import clear_stale_sockets, remove_empty_dir
 from node.settings import Settings
-from node.state import ACTIVE, STATE_FOR_403, current_state, record_network, update_state
+from node.state import (ACTIVE, STATE_FOR_403, current_state, read_state, record_network,
+                        update_state)
 from node.version import cli_version
 
 log = logging.getLogger("parallelix.supervisor")
@@ -140,6 +141,12 @@ class Supervisor:
         self.delivery = Lane("deliver", threads=2)
         self.disk = Lane("outbox")
         self.persist = Batched(self.disk, self.outbox.put_many)  # group commit
+        self.paused = read_state(self.home).get("paused") is True  # kept until resume or a drain
+        self.draining = False
+        self.drain_deadline: float | None = None
+        self.drain_from = (0, 0)               # served, failed when the drain began
+        self.drain_timed_out = False
+        self.delivery_error: str | None = None  # the last failed result post, until one succeeds
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -176,6 +183,9 @@ class Supervisor:
             self._spawn_heartbeat()
             sdnotify.notify(f"READY=1\nSTATUS=serving as node {self.node_id}, "
                             f"{len(self.slots)} workers")
+            if self.paused:
+                log.warning("maintenance.paused at=start: `parallelix-node pause` left it "
+                            "paused; `parallelix-node resume` takes requests again")
             for i, _ in enumerate(self.slots):
                 self._task(self._intake(Lane(f"poll-{i}")))
         else:
@@ -372,7 +382,8 @@ class Supervisor:
         backoff = 1.0
         while not self.stopping:
             async with self.capacity:
-                await self.capacity.wait_for(lambda: self.stopping or self._free_capacity() > 0)
+                await self.capacity.wait_for(
+                    lambda: self.stopping or (self._accepting() and self._free_capacity() > 0))
             if self.stopping:
                 return
             self.reserved += 1
@@ -545,6 +556,7 @@ class Supervisor:
                 answer = await self.delivery.run(self.coord.post_result, body)
             except CoordinatorError as e:
                 self.metrics.coordinator_error("result", metrics.error_kind(e))
+                self.delivery_error = str(e)
                 if self.abandon:
                     return
                 log.warning("result.retry request=%s reason=%s in=%.0fs", rid, e, delay)
@@ -570,6 +582,7 @@ class Supervisor:
                 self._denied(e.status, e.code, e.detail)
                 return
             self._coordinator_ok()
+            self.delivery_error = None
             self.metrics.result_answered(RESULT_ANSWER.get(answer.status, "accepted"))
             if answer.status == 410:
                 log.warning("result.expired request=%s: deadline passed, counted delivered", rid)
@@ -632,11 +645,66 @@ class Supervisor:
             frames = await self.control.recv_multipart()
             envelope, payload = frames[:-1], frames[-1]
             try:
-                m.control_request.decode(payload)
-                reply: Any = self.snapshot()
+                reply = self._control(m.control_request.decode(payload))
             except m.DecodeError as e:
                 reply = m.ControlError(error=f"bad request: {e}")
             await self._send(self.control, *envelope, m.encoder.encode(reply))
+
+    def _control(self, request: m.ControlRequest) -> m.ControlReply:
+        """Act on a control request; the reply is the status after it."""
+        if isinstance(request, (m.ResumeRequest, m.DrainRequest)) and self.stopping:
+            return m.ControlError(error="the daemon is already stopping")
+        if isinstance(request, m.PauseRequest):
+            self._maintain(paused=True, draining=False)
+        elif isinstance(request, m.ResumeRequest):
+            self._maintain(paused=False, draining=False)
+        elif isinstance(request, m.DrainRequest):
+            self._maintain(paused=True, draining=True, timeout_s=request.timeout_s)
+        return self.snapshot()
+
+    def _maintain(self, paused: bool, draining: bool, timeout_s: float | None = None) -> None:
+        """Pause, resume or drain: remembered in state.json (a paused node starts paused),
+        logged, published as an event and a metric."""
+        if draining and not self.draining:
+            self.drain_from = (self.served, self.failed)
+        self.drain_deadline = time.monotonic() + timeout_s if draining and timeout_s else None
+        if (paused, draining) == (self.paused, self.draining):
+            return
+        if paused != self.paused:
+            update_state(self.home, paused=paused)
+        self.paused, self.draining = paused, draining
+        mode = "draining" if draining else "paused" if paused else "serving"
+        in_flight, depth = len(self.jobs) + len(self.pending), self.outbox.depth()
+        log.info("maintenance.%s in_flight=%d outbox=%d%s", mode, in_flight, depth,
+                 f" timeout={timeout_s:.0f}s" if self.drain_deadline else "")
+        self._publish(m.Maintenance(at_ms=now_ms(), mode=mode, in_flight=in_flight,
+                                    outbox_depth=depth))
+        self._wake()
+
+    def _check_drain(self, now: float) -> None:
+        """Draining: stop once nothing is in flight and every result is delivered; at the
+        deadline, give the rest back (as SIGTERM would) and stop."""
+        if not self.draining or self.stopping:
+            return
+        if not (self.jobs or self.pending or self.reserved or self.deliveries or self.writes):
+            log.info("drain.done served=%d failed=%d: everything served and delivered; "
+                     "stopping (exit 0)", self.served - self.drain_from[0],
+                     self.failed - self.drain_from[1])
+            self._begin_stop()
+        elif self.drain_deadline is not None and now >= self.drain_deadline:
+            log.warning("drain.timeout in_flight=%d outbox=%d: giving the rest back and stopping",
+                        len(self.jobs) + len(self.pending), self.outbox.depth())
+            self.drain_timed_out = True
+            self._begin_stop(quick=True)
+
+    def _record_drain(self, given_back: int) -> None:
+        """The drain's outcome, for `drain` to print after the daemon is gone; unpaused, so
+        the next start serves."""
+        served, failed = self.drain_from
+        update_state(self.home, paused=False, lastDrain={
+            "atMs": now_ms(), "served": self.served - served,
+            "failed": self.failed - failed - given_back, "givenBack": given_back,
+            "outbox": self.outbox.depth(), "timedOut": self.drain_timed_out})
 
     async def _recv_subscriptions(self) -> None:
         """Greet each new event subscriber, so it knows from when on it sees every event."""
@@ -656,7 +724,9 @@ class Supervisor:
             heartbeat_pid=self.hb_proc.pid if self.hb_proc and self.hb_proc.poll() is None
             else None,
             served=self.served, failed=self.failed, last_heartbeat_ack_ms=self.last_beat_ack,
-            outbox_depth=self.outbox.depth())
+            outbox_depth=self.outbox.depth(), paused=self.paused, draining=self.draining,
+            in_flight=len(self.jobs) + len(self.pending),
+            delivery_error=self.delivery_error if self.deliveries else None)
 
     def _metrics_view(self) -> metrics.Snapshot:
         """The live figures for one scrape (runs on the loop: a consistent instant)."""
@@ -665,15 +735,17 @@ class Supervisor:
             processes.append(("heartbeat", self.hb_proc.pid))
         processes += [("worker", s.pid) for s in self.slots if s.alive()]
         return metrics.Snapshot(
-            state=self.state, tier=self.tier, accepting=self._accepting(),
+            state=self.state, tier=self.tier, accepting=self._accepting(), paused=self.paused,
+            draining=self.draining,
             in_flight=len(self.jobs) + len(self.pending),
             workers=tuple(metrics.WorkerView(s.name, s.spec.ollama, s.alive(), s.ready,
                                              s.restarts) for s in self.slots),
             processes=tuple(processes))
 
     def _accepting(self) -> bool:
-        """Whether the node takes new requests: attached, not stopping, some slot ready."""
-        return self.state == ACTIVE and not self.stopping and \
+        """Whether the node takes new requests: attached, not stopping or paused, some slot
+        ready. Polls wait while it is false."""
+        return self.state == ACTIVE and not self.stopping and not self.paused and \
             any(s.ready and not s.retiring for s in self.slots)
 
     def _worker_status(self, slot: pool.Slot) -> m.WorkerStatus:
@@ -746,6 +818,7 @@ class Supervisor:
                 self._respawn(now)
                 self._keep_heartbeat(now)
             await self._send_load()
+            self._check_drain(now)
             if watchdog and now - last_watchdog >= watchdog:
                 sdnotify.notify("WATCHDOG=1")
                 last_watchdog = now
@@ -849,6 +922,7 @@ class Supervisor:
         while (self.jobs or self.pending or self.reserved) and not self.quick \
                 and time.monotonic() < self.stop_deadline:
             await asyncio.sleep(0.05)
+        given_back = 0 if self.abandon else len(self.jobs) + len(self.pending)
         if not self.abandon:
             for rec in list(self.jobs.values()):
                 self._report_failure(rec.req.id, "shutdown", "node is stopping", rec.req.model)
@@ -874,6 +948,8 @@ class Supervisor:
         await run_blocking(lambda: [t.join() for t in stoppers])
         if self.metrics_server is not None:
             await run_blocking(metrics.close, self.metrics_server)
+        if self.draining:
+            self._record_drain(given_back)
         left = self.outbox.depth()
         log.info("stopped exit=%d served=%d failed=%d outbox=%d", self.exit_code, self.served,
                  self.failed, left)
