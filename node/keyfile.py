@@ -5,6 +5,8 @@ from pathlib import Path
 
 from node.atomic import write_atomic
 from node.errors import ConfigError
+from node.home import Home
+from node.state import read_state
 
 
 def write_key(path: Path, secret: bytes) -> None:
@@ -25,14 +27,46 @@ def not_a_regular_file(st: os.stat_result) -> str | None:
     return next((name for test, name in kinds if test(st.st_mode)), "not a regular file")
 
 
+def missing_key(home: Home) -> tuple[str, str]:
+    """(problem, fix) for a missing node.key, for every command that needs it. A home that
+    remembers an address was a node: a new key would orphan it, so restoring comes first."""
+    saved = read_state(home)
+    address = saved.get("address") if isinstance(saved.get("address"), str) else None
+    if address is None:
+        return f"no node key at {home.key}", "parallelix-node init"
+    node_id = saved.get("nodeId")
+    was = f"node {node_id} ({address})" if isinstance(node_id, int) else f"the node {address}"
+    return (f"{home.key.name} is missing; this home was {was}",
+            f"restore {home.key} from your backup, or run `parallelix-node init --force` to "
+            "start over as a new node")
+
+
+def missing_key_advice(home: Home) -> str:
+    """`missing_key` as one line."""
+    problem, fix = missing_key(home)
+    return f"{problem}; run: {fix}" if fix.startswith("parallelix-node") else f"{problem}: {fix}"
+
+
+def foreign_owner(path: Path, st: os.stat_result) -> tuple[str, str] | None:
+    """(problem, fix) when the key belongs to another account: chown it back, never replace it
+    (a new key would orphan the node)."""
+    if st.st_uid == os.getuid():
+        return None
+    return (f"{path} belongs to uid {st.st_uid}, not you (uid {os.getuid()})",
+            f"sudo chown {os.getuid()} {path}")
+
+
 def check_key_permissions(path: Path) -> None:
-    """Refuse what is not a plain file, and a key that group or others can reach (naming the
-    chmod that fixes it)."""
+    """Refuse what is not a plain file, a key owned by someone else (naming the chown), and a
+    key that group or others can reach (naming the chmod that fixes it)."""
     st = path.stat()
     kind = not_a_regular_file(st)
     if kind:
         raise ConfigError(f"{path} is {kind}, not a key file; move it aside and restore the key "
                           "from your backup, or run: parallelix-node init --force")
+    owner = foreign_owner(path, st)
+    if owner:
+        raise ConfigError(f"{owner[0]}; run: {owner[1]}")
     if st.st_mode & 0o077:
         raise ConfigError(
             f"{path} is accessible by others (mode {stat.S_IMODE(st.st_mode):04o}); "
@@ -46,13 +80,14 @@ def check_key_permissions(path: Path) -> None:
         )
 
 
-def read_key(path: Path) -> bytes:
+def read_key(home: Home) -> bytes:
     """The 32-byte secret, after the permission check; errors never quote the file's content."""
+    path = home.key
     try:
         check_key_permissions(path)
         text = path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
-        raise ConfigError(f"no node key at {path}; run: parallelix-node init") from None
+        raise ConfigError(missing_key_advice(home)) from None
     except (UnicodeDecodeError, OSError) as e:
         raise ConfigError(f"cannot read the node key {path} ({type(e).__name__}); "
                           "restore it from backup or run: parallelix-node init --force") from None

@@ -5,6 +5,8 @@ ms=47 poe=0x…`; with `--json` every event is also one JSON object per line on 
 import json
 import logging
 import logging.handlers
+import math
+import re
 import sys
 from pathlib import Path
 
@@ -29,11 +31,53 @@ def event_fields(message: str) -> dict[str, str]:
     return {"event": " ".join(words), **fields}
 
 
+_PLACEHOLDER = re.compile(r"%(?:%|[-#0 +]*\d*(?:\.\d+)?[sdifrx])")
+
+
+def numeric_args(record: logging.LogRecord) -> dict[str, int | float]:
+    """The `key=%d`-style fields whose argument is a number, so JSON shows `"pid": 1735`, not
+    `"pid": "1735"`."""
+    if not isinstance(record.args, tuple) or not isinstance(record.msg, str):
+        return {}
+    found, index = {}, 0
+    for match in _PLACEHOLDER.finditer(record.msg):
+        if match.group() == "%%":
+            continue
+        if index >= len(record.args):
+            break
+        arg, index = record.args[index], index + 1
+        key = re.search(r"(\w+)=$", record.msg[:match.start()])
+        end = record.msg[match.end():match.end() + 1]
+        if key and end in ("", " ") and isinstance(arg, (int, float)) \
+                and not isinstance(arg, bool) and match.group()[-1] in "sdi" \
+                and math.isfinite(arg):
+            found[key.group(1)] = arg
+    return found
+
+
 class JsonLineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc = {"ts": int(record.created * 1000), "level": record.levelname.lower(),
                **event_fields(record.getMessage())}
+        doc.update((k, v) for k, v in numeric_args(record).items() if k in doc)
         return json.dumps(doc, ensure_ascii=False)
+
+
+class LastError(logging.Handler):
+    """Remembers the last ERROR logged, for the one line `start` ends with when it fails."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.message: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.message = record.getMessage()
+
+    @classmethod
+    def install(cls) -> "LastError":
+        handler = cls()
+        logging.getLogger().addHandler(handler)
+        return handler
 
 
 def setup_logging(log_path: Path, as_json: bool, debug: bool = False) -> None:

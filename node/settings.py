@@ -1,5 +1,6 @@
 """Every setting in one place. Precedence: flag > environment > config.toml > default."""
 import ipaddress
+import json
 import os
 import re
 import sys
@@ -175,9 +176,25 @@ def read_config(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: {e}; fix the file or move it aside") from None
+        raise ConfigError(f"{path}: {_decode_problem(path, e)}; fix the file or move it "
+                          "aside") from None
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _decode_problem(path: Path, error: Exception) -> str:
+    """tomllib's message, except that a key given twice is named ("node_id is set twice"),
+    where tomllib only says "Cannot overwrite a value"."""
+    found = re.match(r"Cannot overwrite a value \(at line (\d+),", str(error))
+    if not found:
+        return str(error)
+    number = int(found.group(1))
+    try:
+        line = path.read_text().splitlines()[number - 1]
+    except (OSError, UnicodeDecodeError, IndexError):
+        return str(error)
+    key = line.partition("=")[0].strip()
+    return f"{key} is set twice (the second time on line {number}); keep one"
 
 
 def _positive_int(value: Any, what: str, most: int) -> int:
@@ -298,7 +315,7 @@ CONFIG_TEMPLATE = """\
 # coordinator = "{coordinator}"      # PARALLELIX_COORDINATOR
 # ollama = "{ollama}"                # OLLAMA_HOST; a list for one Ollama per GPU
 # model = "{model}"                  # PARALLELIX_MODEL
-# node_id = 4231                     # set by `start --node-id N`
+# node_id = 4231                     # saved by `start --node-id N` once attached
 # metrics = "127.0.0.1:9464"         # PARALLELIX_METRICS; serve /metrics (README, "Monitoring a fleet")
 #
 # One Ollama per GPU (see README, "Several GPUs"):
@@ -317,21 +334,67 @@ def write_default_config(home: Home) -> None:
         write_atomic(home.config, text.encode(), mode=0o600)
 
 
-def remember_node_id(home: Home, node_id: int) -> None:
-    """Set `node_id` in config.toml, keeping the operator's other lines and comments."""
+def _toml_value(value: int | str | tuple[str, ...] | list[str]) -> str:
+    """A TOML literal for an int, a string or a list of strings (JSON's string escapes are
+    TOML's basic-string escapes)."""
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return "[" + ", ".join(json.dumps(v, ensure_ascii=False) for v in value) + "]"
+
+
+REMEMBERED = ("node_id", "coordinator", "ollama", "model", "metrics")
+
+
+def config_values(settings: Settings, names: Any) -> dict[str, Any]:
+    """The resolved values of `names` (from REMEMBERED) as config.toml keys: one Ollama as a
+    string, several as a list."""
+    endpoints = tuple(dict.fromkeys(w.ollama for w in settings.workers))
+    values = {"node_id": settings.node_id, "coordinator": settings.coordinator,
+              "ollama": endpoints[0] if len(endpoints) == 1 else endpoints,
+              "model": settings.model,
+              "metrics": str(settings.metrics) if settings.metrics else None}
+    return {k: values[k] for k in REMEMBERED if k in names and values[k] is not None}
+
+
+def remember(home: Home, values: dict[str, Any]) -> list[str]:
+    """Set top-level keys of config.toml (those in REMEMBERED), keeping
+    the operator's other lines and comments; a key already set is replaced in place, a new one
+    goes before the first [table]. The result is parsed back: a file this cannot edit safely
+    is left alone with a ConfigError naming the lines to write by hand. Returns notes: an
+    Ollama address is not written where [[workers]] tables decide the endpoints."""
+    cfg = read_config(home.config)
+    notes = []
+    if "ollama" in values and "workers" in cfg:
+        values = {k: v for k, v in values.items() if k != "ollama"}
+        notes.append(f"the Ollama address was not saved: the [[workers]] tables in "
+                     f"{home.config} choose the endpoints; edit them instead")
+    if not values:
+        return notes
     try:
         text = home.config.read_text()
     except FileNotFoundError:
         text = ""
-    line = f"node_id = {node_id}"
-    pattern = re.compile(r"^node_id\s*=.*$", re.M)
-    if pattern.search(text):
-        text = pattern.sub(line, text, count=1)
-    else:
-        table = re.search(r"^\s*\[", text, re.M)
-        at = table.start() if table else len(text)
-        head = text[:at]
-        if head and not head.endswith("\n"):
-            head += "\n"
-        text = head + line + "\n" + text[at:]
-    write_atomic(home.config, text.encode(), mode=0o600)
+    table = re.search(r"^\s*\[", text, re.M)
+    head, tail = (text[:table.start()], text[table.start():]) if table else (text, "")
+    for key, value in values.items():
+        line = f"{key} = {_toml_value(value)}"
+        pattern = re.compile(rf"^{key}[ \t]*=[ \t]*(?:\[[^\]]*\]|[^\n]*)", re.M)
+        if pattern.search(head):
+            head = pattern.sub(lambda _: line, head, count=1)
+        else:
+            if head and not head.endswith("\n"):
+                head += "\n"
+            head += line + "\n"
+    new = head + tail
+    try:
+        parsed = tomllib.loads(new)
+    except tomllib.TOMLDecodeError:
+        parsed = {}
+    if any(parsed.get(k) != (list(v) if isinstance(v, tuple) else v) for k, v in values.items()):
+        wanted = "; ".join(f"{k} = {_toml_value(v)}" for k, v in values.items())
+        raise ConfigError(f"could not update {home.config} safely; write these settings into "
+                          f"it by hand: {wanted}")
+    write_atomic(home.config, new.encode(), mode=0o600)
+    return notes

@@ -80,9 +80,17 @@ def run_daemon(home: Path, node_id: int, coordinator: str, ollama: str | list[st
     """Start `parallelix-node start --json …`; SIGKILL it (and its group) at the end if alive.
     `ollama=[]` passes no --ollama, so config.toml decides."""
     endpoints = [ollama] if isinstance(ollama, str) else ollama
-    args = [sys.executable, "-m", "node.cli", "start", "--json", "--node-id", str(node_id),
-            "--coordinator", coordinator, *sum((["--ollama", e] for e in endpoints), []), *extra]
-    proc = subprocess.Popen(args, cwd=ROOT, env={**clean_env(home), **(env or {})},
+    with run_start(home, "--node-id", str(node_id), "--coordinator", coordinator,
+                   *sum((["--ollama", e] for e in endpoints), []), *extra, env=env) as daemon:
+        yield daemon
+
+
+@contextlib.contextmanager
+def run_start(home: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Daemon]:
+    """`parallelix-node start --json ARGS`, as typed (no flags added); SIGKILLed at the end if
+    alive."""
+    proc = subprocess.Popen([sys.executable, "-m", "node.cli", "start", "--json", *args],
+                            cwd=ROOT, env={**clean_env(home), **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     daemon = Daemon(proc)

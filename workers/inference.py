@@ -121,9 +121,7 @@ class Worker:
         while not self._answers.empty():
             answer = self._answers.get()
             self._current = None
-            if isinstance(answer, Failed):
-                log.info("job %d failed: %s: %s", answer.job, answer.code, answer.message)
-            self._send(sock, answer)
+            self._send(sock, answer)  # a failure is logged once, by the supervisor, with its id
 
     def _receive(self, sock: zmq.Socket) -> None:
         while True:

@@ -35,6 +35,33 @@ def settings_options(*, coordinator: bool = True) -> Callable[[Callable[..., Any
     return decorate
 
 
+def node_options(func: Callable[..., Any]) -> Any:
+    """--node-id, --gpu, --cpu, --workers and --metrics: how `start` runs, which `service install` also
+    takes so the service runs the same way. The command receives `node_id`, `gpu`, `cpu`,
+    `workers`, `metrics`; `gpu_choice` turns the two switches into one."""
+    func = click.option("--metrics", metavar="[ADDR:]PORT",
+                        help="Serve Prometheus metrics on http://ADDR:PORT/metrics; ADDR "
+                             "defaults to 127.0.0.1 [env PARALLELIX_METRICS].")(func)
+    func = click.option("--workers", type=click.IntRange(min=1), metavar="N",
+                        help="Worker processes per Ollama endpoint [env PARALLELIX_WORKERS].")(func)
+    func = click.option("--cpu", is_flag=True,
+                        help="Run on the CPU and claim tier 1 (not with --gpu).")(func)
+    func = click.option("--gpu", is_flag=True,
+                        help="Refuse to start without a GPU (not with --cpu).")(func)
+    return click.option("--node-id", type=click.IntRange(min=1), metavar="N",
+                        help="The nodeId from registerNode (remembered in config.toml once the "
+                             "coordinator accepts it) [env PARALLELIX_NODE_ID].")(func)
+
+
+def gpu_choice(gpu: bool, cpu: bool) -> bool | None:
+    """True for --gpu, False for --cpu, None for neither; both is a usage error."""
+    if gpu and cpu:
+        from node.errors import ConfigError
+        raise ConfigError("--gpu and --cpu contradict each other; pass one of them (or neither "
+                          "to use a GPU when there is one)")
+    return True if gpu else (False if cpu else None)
+
+
 def load_from_flags(home: Home, coordinator: str | None, ollama: tuple[str, ...],
                     model: str | None):
     """`load_settings` with the flags of `settings_options` (flag > env > config.toml > default)."""

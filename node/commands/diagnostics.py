@@ -2,7 +2,6 @@
 
 Independent of click, so the daemon (or a future `doctor --watch`) can run the same checks.
 Nothing here prints or returns key material: the key check reports only the address."""
-import os
 import shutil
 import stat
 import sys
@@ -13,7 +12,7 @@ from typing import Any
 from node.commands.cliopts import human_bytes
 from node.errors import ConfigError
 from node.home import Home
-from node.keyfile import not_a_regular_file
+from node.keyfile import foreign_owner, missing_key, not_a_regular_file
 
 MAX_SKEW_MS = 30_000          # signed messages expire at 60 s; fail at half of that
 MIN_FREE_BYTES = 1 << 30      # 1 GiB under the home (outbox, log, state)
@@ -100,7 +99,7 @@ def check_key_file(home: Home) -> list[Check]:
     try:
         st = path.stat()
     except FileNotFoundError:
-        return [Check("key", False, f"no node key at {path}", "parallelix-node init"),
+        return [Check("key", False, *missing_key(home)),
                 skipped("key-permissions", "no key"), skipped("key-loadable", "no key")]
     except OSError as e:
         return [Check("key", False, f"cannot stat {path}: {e.strerror}",
@@ -115,9 +114,10 @@ def check_key_file(home: Home) -> list[Check]:
     checks = [Check("key", True, f"{path}")]
 
     problems, fixes = [], []
-    if st.st_uid != os.getuid():
-        problems.append(f"{path} belongs to uid {st.st_uid}, not you (uid {os.getuid()})")
-        fixes.append(f"sudo chown {os.getuid()} {path}")
+    owner = foreign_owner(path, st)
+    if owner:
+        problems.append(owner[0])
+        fixes.append(owner[1])
     if st.st_mode & 0o077:
         problems.append(f"{path} has mode {stat.S_IMODE(st.st_mode):04o}: others can read it")
         fixes.append(f"chmod 600 {path}")
@@ -142,7 +142,7 @@ def _check_key_loads(home: Home) -> Check:
     from node.state import read_state, update_state
 
     try:
-        address = address_of(read_key(home.key))
+        address = address_of(read_key(home))
     except ConfigError:
         return Check("key-loadable", False,
                      f"{home.key} does not hold a valid key (expected 0x + 64 hex digits)",

@@ -1,7 +1,9 @@
 """`init`: make the node key (secp256k1, 0600 in a 0700 home) and config.toml, once.
 
 The key is written atomically; state.json records the address and nodeKeyHash so that
-`status` never has to read the key. `--force` replaces an existing key: the old node is
+`status` never has to read the key. A home whose state.json remembers an address but whose
+key is missing was a node: init refuses (restore the key) unless --force. `--force` replaces
+an existing key: the old node is
 orphaned (it can no longer sign), so everything state.json knew about it (nodeId, tier,
 last attach) is dropped, and a `node_id = N` line in config.toml is commented out with a
 note naming the old address, because that nodeId is registered to the old key's hash.
@@ -17,7 +19,7 @@ from node.atomic import write_atomic
 from node.commands.clikit import common_options, emit
 from node.errors import ConfigError
 from node.home import Home
-from node.keyfile import key_exists, read_key, write_key
+from node.keyfile import key_exists, missing_key_advice, read_key, write_key
 from node.state import INITED, read_state
 
 
@@ -42,7 +44,7 @@ def _old_address(home: Home, saved: dict) -> str | None:
         return saved["address"]
     try:
         from node.identity import address_of
-        return address_of(read_key(home.key))
+        return address_of(read_key(home))
     except (ConfigError, ValueError):
         return None
 
@@ -75,10 +77,14 @@ def cmd(home: Home, as_json: bool, force: bool) -> None:
     from node.settings import ENV_NODE_ID, write_default_config
 
     saved = read_state(home)
-    replacing = key_exists(home.key)
+    remembered = isinstance(saved.get("address"), str)
+    had_key = key_exists(home.key)
+    replacing = had_key or remembered
     if home.key.is_dir():
         raise ConfigError(f"{home.key} is a folder, not a key file; move it aside, then run "
                           "init again")
+    if not had_key and remembered and not force:
+        raise ConfigError(f"{missing_key_advice(home)} (the old node is then orphaned)")
     if replacing and not force:
         known = saved.get("address")
         raise ConfigError(
@@ -121,7 +127,8 @@ def cmd(home: Home, as_json: bool, force: bool) -> None:
            "oldAddress": old_address, "notes": notes, "next": next_steps}
     lines = []
     if replacing:
-        lines += [f"Replaced the node key at {home.key}.",
+        lines += [f"Replaced the node key at {home.key}." if had_key else
+                  f"Created a new node key at {home.key} (the old one was missing).",
                   f"The old node {old_address or '(address unknown)'} is orphaned: nothing can "
                   "sign for it any more; retire it in the Console.", ""]
     else:

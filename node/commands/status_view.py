@@ -7,6 +7,7 @@ process reads it) and does no probing, so `status` starts fast. The daemon's liv
 from typing import Any
 
 from node.home import Home
+from node.keyfile import missing_key_advice
 from node.state import FRESH, current_state, read_state, state_problem
 
 def offline_status(home: Home, settings: Any) -> dict[str, Any]:
@@ -18,8 +19,10 @@ def offline_status(home: Home, settings: Any) -> dict[str, Any]:
     network = saved.get("network") if isinstance(saved.get("network"), dict) else None
     address = saved.get("address") if isinstance(saved.get("address"), str) else None
     key_hash = saved.get("nodeKeyHash") if isinstance(saved.get("nodeKeyHash"), str) else None
+    state = current_state(home, saved)
     return {
-        "state": current_state(home, saved),
+        "state": state,
+        "keyMissing": missing_key_advice(home) if state == FRESH else None,
         "address": address,
         "nodeKeyHash": key_hash,
         "nodeId": settings.node_id,
@@ -52,7 +55,7 @@ def render_status(doc: dict[str, Any]) -> list[str]:
     """The plain `status` lines for a document from `offline_status` (maybe merged with live)."""
     rows: list[tuple[str, str]] = [("state", doc.get("state") or "-")]
     if doc.get("state") == FRESH:
-        rows.append(("", "no node key yet: run parallelix-node init"))
+        rows.append(("", doc.get("keyMissing") or "no node key: run parallelix-node init"))
     else:
         rows.append(("address", doc.get("address") or "unknown (run parallelix-node verify "
                                                        "to record it)"))

@@ -100,6 +100,7 @@ class NodeRun:
     cpu_only: bool
     graceful_timeout: float
     reload: Callable[[], Settings]   # re-resolves settings with the same flags (SIGHUP)
+    on_attached: Callable[[], None] = lambda: None  # the coordinator accepted: save the flags
 
 
 class Supervisor:
@@ -257,6 +258,9 @@ class Supervisor:
                      address=self.signer.address,
                      nodeKeyHash=node_key_hash(self.signer.address))
         self.state = to
+        if before == to:  # a restart re-attaching: the saved state holds, nothing changed
+            log.info("state.kept state=%s reason=%s", to, reason)
+            return
         log.info("state.transition from=%s to=%s reason=%s", before, to, reason)
         self._publish(m.StateTransition(at_ms=now_ms(), from_state=before, to_state=to,
                                         reason=reason))
@@ -313,6 +317,7 @@ class Supervisor:
                  self.node_id, self.signer.address, self.tier, self.heartbeat_interval,
                  self.poll_interval)
         self._transition(ACTIVE, "attached")
+        self.run_cfg.on_attached()
         return True
 
     def _coordinator_ok(self) -> None:
