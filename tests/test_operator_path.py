@@ -77,7 +77,14 @@ def test_a_mistyped_node_id_is_not_saved_and_the_right_one_is(cli, standin):
     with start_dev_coordinator("--node", f"{NODE_ID}={address}") as (_, url):
         with run_daemon(home, 99, url, standin) as typo:
             assert typo.wait_exit(30) == 3
+            typo.wait_event(lambda e: "exitCode" in e)  # stdout read to the end
         assert "node_id" not in config(home)
+        # --json: numbers are numbers, and the failure ends as one {error, exitCode} document.
+        starting = next(e for e in typo.events if e.get("event") == "starting")
+        assert starting["node"] == 99 and isinstance(starting["workers"], int)
+        assert typo.events[-1]["exitCode"] == 3 and "unknown_node" in typo.events[-1]["error"]
+        assert typo.stderr_lines[-1].startswith("error: ") and "--node-id" in typo.stderr_lines[-1]
+
         with run_daemon(home, NODE_ID, url, standin, "--model", "llama3.2") as node:
             node.wait_event(is_event("config.saved"))
             node.signal(signal.SIGTERM)
@@ -106,20 +113,6 @@ def test_a_plain_start_returns_to_the_coordinator_it_worked_with(cli, standin):
             assert not [e for e in plain.events if e.get("event") == "state.transition"]
             plain.signal(signal.SIGTERM)
             assert plain.wait_exit(30) == 0
-
-
-def test_start_json_prints_numbers_as_numbers_and_its_failure_as_one_document(cli, standin):
-    home = cli.home
-    address = init_home(home)
-    with start_dev_coordinator("--node", f"{NODE_ID}={address}") as (_, url):
-        with run_daemon(home, 99, url, standin) as typo:
-            assert typo.wait_exit(30) == 3
-            typo.wait_event(lambda e: "exitCode" in e)  # stdout read to the end
-    starting = next(e for e in typo.events if e.get("event") == "starting")
-    assert starting["node"] == 99 and isinstance(starting["workers"], int)
-    last = typo.events[-1]
-    assert last["exitCode"] == 3 and "unknown_node" in last["error"]
-    assert typo.stderr_lines[-1].startswith("error: ") and "--node-id" in typo.stderr_lines[-1]
 
 
 def test_gpu_and_cpu_together_are_refused(cli, standin):
