@@ -147,6 +147,7 @@ class WorkerStatus(msgspec.Struct, frozen=True, rename="camel"):
     served: int
     failed: int
     restarts: int
+    last_failure: str | None = None  # "code: reason" of its latest failed request
 
 
 class StatusReply(msgspec.Struct, tag=True, tag_field="type", frozen=True, rename="camel"):

@@ -1,6 +1,5 @@
 """Crash-safe file writes: a reader sees the old file or the new one, never half of either."""
 import os
-import tempfile
 from pathlib import Path
 
 
@@ -17,6 +16,8 @@ def write_atomic_many(files: list[tuple[Path, bytes]], mode: int = 0o600) -> Non
     then each is renamed, and the folder is fsynced once for all of them."""
     if not files:
         return
+    import tempfile  # here: the read-only commands (`status`, `version`) never pay for it
+
     temps: list[tuple[str, Path]] = []
     fds: list[int] = []
     try:

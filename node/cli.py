@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from node.commands.clikit import SuggestingGroup, global_options
 from node.errors import NodeError
 
 # name -> module under node.commands exposing `cmd`; order is the --help order.
@@ -25,7 +26,7 @@ COMMANDS = {
 }
 
 
-class LazyGroup(click.Group):
+class LazyGroup(SuggestingGroup):
     """A group whose commands are imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -42,6 +43,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@global_options
 def cli() -> None:
     """Run a ParalleliX inference node: serve Ollama inference for the network, signed."""
 

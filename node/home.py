@@ -1,8 +1,6 @@
 """Where the node keeps its files (`~/.parallelix` or `$PARALLELIX_HOME`), and their folder rules."""
-import hashlib
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +57,8 @@ class Home:
         """The folder that holds the daemon's sockets: `run/`, or a short fallback for long homes."""
         if len(str(self.run / "control.sock").encode()) <= _IPC_PATH_MAX:
             return self.run
+        import hashlib  # here, not at the top: `status` and `version` start faster without
+        import tempfile
         digest = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"parallelix-{os.getuid()}-{digest}"
 

@@ -124,7 +124,7 @@ def test_a_scrape_counts_what_the_coordinator_saw(served):
 
 
 def test_the_scrape_holds_no_key_and_no_prompt(served):
-    secret = read_key(Home(served.home).key)
+    secret = read_key(Home(served.home))
     assert secret.hex() not in served.text.lower()
     assert not any(p["prompt"] in served.text for p in GOOD + BAD)
     assert "metrics prompt" not in served.text and "echo:" not in served.text

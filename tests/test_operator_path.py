@@ -4,19 +4,23 @@ a lost key, a mistyped node id, the settings a `start` remembers, and the small 
 import json
 import os
 import signal
-import tomllib
+import socket
+import subprocess
+import sys
 
 import pytest
 
-from tests.conftest import one_error_line
-from tests.coord import start_dev_coordinator
+from node.settings import read_config
+from tests.conftest import ROOT, one_error_line
+from tests.coord import admin, start_dev_coordinator
 from tests.nodeproc import init_home, is_event, run_daemon, run_start
+from tests.procs import read_line, start_standin, stop_process
 
 NODE_ID = 7
 
 
 def config(home) -> dict:
-    return tomllib.loads((home / "config.toml").read_text())
+    return read_config(home / "config.toml")
 
 
 def serve_once_and_stop(home, address, standin) -> None:
@@ -32,6 +36,8 @@ def test_a_lost_key_names_the_old_node_and_init_refuses_to_orphan_it(cli, standi
     home = cli.home
     address = init_home(home)
     serve_once_and_stop(home, address, standin)
+    stopped = cli("status")
+    assert "ACTIVE on the network; daemon stopped — the node is offline" in stopped.stdout
     (home / "node.key").unlink()  # the operator lost the key (a reinstall, a wrong rm)
 
     expected = f"node.key is missing; this home was node {NODE_ID} ({address})"
@@ -128,3 +134,57 @@ def test_a_key_set_twice_in_config_is_named(cli):
     r = cli("status")
     line = one_error_line(r)
     assert r.returncode == 2 and "node_id is set twice" in line and "Cannot overwrite" not in line
+
+
+def test_probe_records_the_tier_that_status_shows(cli, standin):
+    init_home(cli.home)
+    assert cli.json("status")["tier"] is None
+    tier = cli.json("probe", "--ollama", standin)["tier"]
+    assert cli.json("status")["tier"] == tier
+    assert "unknown (run parallelix-node probe)" not in cli("status").stdout
+
+
+def test_a_mistyped_command_gets_the_nearest_one(cli):
+    for typed, meant in ((["strat"], "start"), (["service", "instal"], "install")):
+        r = cli(*typed)
+        assert r.returncode == 2 and f"Did you mean '{meant}'?" in one_error_line(r)
+
+
+def test_json_may_come_before_the_command(cli):
+    init_home(cli.home)
+    assert cli.json("status") == json.loads(cli("--json", "status").stdout)
+    r = cli("--json", "strat")
+    assert r.returncode == 2 and json.loads(r.stdout)["exitCode"] == 2
+
+
+def test_verify_says_what_it_waits_for(cli, standin):
+    init_home(cli.home)
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        proc = subprocess.Popen([sys.executable, "-m", "node.cli", "verify", "--coordinator",
+                                 url, "--ollama", standin], cwd=ROOT, env=cli.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            line = read_line(proc.stderr, 8)  # long before the 10 s timeout
+        finally:
+            proc.kill()
+            proc.wait(10)
+    assert line.startswith(f"waiting for the coordinator at {url}")
+
+
+def test_with_ollama_down_status_names_the_cause_of_the_failures(cli):
+    home = cli.home
+    address = init_home(home)
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}", "--max-attempts", "1") as (_, url):
+        with start_standin("--models", "llama3.2") as (ollama, ollama_url):
+            with run_daemon(home, NODE_ID, url, ollama_url) as node:
+                node.wait_event(is_event("attached"))
+                stop_process(ollama)  # Ollama goes down while the node serves
+                admin(url, "enqueue", {"prompt": "hello"})
+                node.wait_event(is_event("failed"))
+                live = cli.json("status")
+                cause = live["workers"][0]["lastFailure"]
+                assert live["workers"][0]["failed"] == 1 and ollama_url in cause
+                assert f"last failure: {cause}" in cli("status").stdout

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from node.settings import read_config
 from tests.conftest import ROOT, clean_env, one_error_line
 
 STANDINS = ROOT / "tests" / "fixtures" / "service-bin"
@@ -455,3 +456,48 @@ def test_metrics_pass_through_to_the_service_from_the_flag_or_config(machine):
     assert "--metrics" in directives(doc["content"])["ExecStart"][0]
     r = machine.run("service", "install", "--user", "--dry-run", "--metrics", "nowhere:1")
     assert r.returncode == 2 and "--metrics" in one_error_line(r)
+
+
+def test_install_takes_the_settings_of_start_and_saves_what_only_the_shell_had(machine):
+    """Issue 13: the service runs with what the operator's shell and flags said, and says so."""
+    assert machine.run("init").returncode == 0
+    shell = {"OLLAMA_HOST": "127.0.0.1:11500", "PARALLELIX_COORDINATOR": "http://127.0.0.1:8999"}
+    dry = machine.json("service", "install", "--user", "--node-id", "7", "--model", "qwen2",
+                       "--workers", "2", "--cpu", "--dry-run", **shell)
+    assert "node_id" not in read_config(machine.home / "config.toml")
+    assert dry["saved"] == {"node_id": 7, "coordinator": "http://127.0.0.1:8999",
+                            "ollama": "http://127.0.0.1:11500", "model": "qwen2"}
+
+    r = machine.run("service", "install", "--user", "--node-id", "7", "--model", "qwen2",
+                    "--workers", "2", "--cpu", **shell)
+    assert r.returncode == 0, r.stderr
+    for name in shell:
+        assert f"note: {name} is set only in this shell's environment" in r.stderr
+    assert "coordinator  http://127.0.0.1:8999" in r.stdout
+    assert "ollama       http://127.0.0.1:11500" in r.stdout and "model        qwen2" in r.stdout
+    assert r.stdout.index("model        qwen2") < r.stdout.index("ran: systemctl")
+    saved = read_config(machine.home / "config.toml")
+    assert (saved["node_id"], saved["coordinator"], saved["ollama"], saved["model"]) == \
+        (7, "http://127.0.0.1:8999", "http://127.0.0.1:11500", "qwen2")
+    exec_start = unquote(directives(machine.unit_path.read_text())["ExecStart"][0])
+    assert exec_start[-3:] == ["--workers", "2", "--cpu"]
+    # What the service's own process resolves, with none of the shell's variables:
+    seen = machine.json("status")
+    assert (seen["nodeId"], seen["coordinator"], seen["ollama"], seen["model"]) == \
+        (7, "http://127.0.0.1:8999", ["http://127.0.0.1:11500"], "qwen2")
+
+
+def test_install_refuses_gpu_with_cpu(machine):
+    r = machine.run("service", "install", "--user", "--node-id", "7", "--gpu", "--cpu",
+                    "--dry-run")
+    assert r.returncode == 2 and "--gpu and --cpu" in one_error_line(r)
+
+
+def test_status_without_systemd_says_so_without_recommending_itself(machine):
+    r = machine.run("service", "status", "--user", STANDIN_FAIL="systemctl --user show",
+                    STANDIN_FAIL_MESSAGE="System has not been booted with systemd as init "
+                                         "system (PID 1). Can't operate.")
+    assert r.returncode == 1
+    line = one_error_line(r)
+    assert "systemd does not run on this machine" in line and "parallelix-node status" in line
+    assert "service status" not in line and "--property" not in line

@@ -6,16 +6,10 @@ manager's journal shows next to the supervisor's lines; the same stamp keeps the
 Model names, error messages and request ids come from Ollama and the coordinator: an escape
 sequence in them must never reach an operator's terminal raw."""
 import logging
-import re
 import sys
 import time
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def escape_controls(text: str) -> str:
-    """Show control characters (ESC, CR, BEL, C1 …) as \\xNN; tabs and newlines stay."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+from workers.escape import escape_controls
 
 
 class UtcFormatter(logging.Formatter):

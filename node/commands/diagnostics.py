@@ -5,6 +5,7 @@ Nothing here prints or returns key material: the key check reports only the addr
 import shutil
 import stat
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from node.keyfile import foreign_owner, missing_key, not_a_regular_file
 MAX_SKEW_MS = 30_000          # signed messages expire at 60 s; fail at half of that
 MIN_FREE_BYTES = 1 << 30      # 1 GiB under the home (outbox, log, state)
 MIN_PYTHON = (3, 10)
+COORDINATOR_TIMEOUT_S = 10.0
 DISTRIBUTION = "parallelix-node"
 TOP_LEVEL = ("node", "workers", "ipc")   # the wheel's packages; unrelated PyPI projects share the names
 OWN_ENVIRONMENT_FIX = ("reinstall parallelix-node in an environment of its own: "
@@ -198,7 +200,7 @@ def check_coordinator(home: Home, url: str) -> list[Check]:
     from node.state import record_network
 
     try:
-        info = Coordinator(url, timeout=10.0).network()
+        info = Coordinator(url, timeout=COORDINATOR_TIMEOUT_S).network()
     except CoordinatorError as e:
         fix = ("the server answered but not as a ParalleliX coordinator: check the --coordinator "
                "URL (PARALLELIX_COORDINATOR, config.toml), including its path (/api)"
@@ -246,15 +248,26 @@ def check_disk(home: Home, minimum: int = MIN_FREE_BYTES) -> Check:
     return Check("disk", True, text)
 
 
-def run_all(home: Home, settings: Any) -> list[Check]:
-    """Every check, in the order `verify` prints them (Ollama and the coordinator in parallel)."""
-    from concurrent.futures import ThreadPoolExecutor
+SLOW_S = 1.0                  # say what verify waits for once a check takes longer
+
+
+def run_all(home: Home, settings: Any,
+            waiting: Callable[[str], None] = lambda _: None) -> list[Check]:
+    """Every check, in the order `verify` prints them (Ollama and the coordinator in parallel).
+    `waiting` hears, once, what is still unanswered after SLOW_S seconds."""
+    from concurrent.futures import ThreadPoolExecutor, wait
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         coordinator = pool.submit(check_coordinator, home, settings.coordinator)
         endpoints = list(dict.fromkeys(w.ollama for w in settings.workers))
         ollamas = [pool.submit(check_ollama, base, settings.model) for base in endpoints]
         checks = [check_python(), check_packages(), *check_key_file(home)]
+        _, late = wait([coordinator, *ollamas], timeout=SLOW_S)
+        names = [f"the coordinator at {settings.coordinator} (up to "
+                 f"{COORDINATOR_TIMEOUT_S:.0f} s)" if f is coordinator else
+                 f"Ollama at {endpoints[ollamas.index(f)]}" for f in late]
+        if names:
+            waiting(f"waiting for {' and '.join(names)}…")
         for f in ollamas:
             checks += f.result()
         checks += coordinator.result()

@@ -10,7 +10,7 @@ from node.commands.clikit import common_options, emit, emit_json_line
 from node.errors import ConfigError
 from node.home import Home
 from node.logtail import follow, tail_lines
-from workers.logfmt import escape_controls
+from workers.escape import escape_controls
 
 
 class _Stop(Exception):

@@ -9,7 +9,7 @@ from node.commands.cliopts import human_bytes, load_from_flags, settings_options
 from node.commands.clikit import common_options, emit, emit_json_line
 from node.errors import ConfigError, NodeError
 from node.home import Home
-from workers.logfmt import escape_controls
+from workers.escape import escape_controls
 
 
 def _row(m: dict[str, Any]) -> dict[str, Any]:

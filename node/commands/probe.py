@@ -20,12 +20,15 @@ def cmd(home: Home, as_json: bool, cpu_only: bool, ollama_url: str | None) -> No
     """Detect CPU, RAM, GPUs and Ollama, and show the tier this node claims.
 
     A detection tool that is missing, fails or hangs is listed under problems; probe still
-    answers and exits 0.
+    answers and exits 0. In an initialised home the tier is recorded for `status`.
     """
     url = load_settings(home, ollama=(ollama_url,) if ollama_url else ()).ollama
     hw = probe_hardware()
     ollama = probe_ollama(url)
     tier = tier_for(hw, cpu_only)
+    if home.state.exists():  # `status` shows it; the daemon records the tier it attached with
+        from node.state import update_state
+        update_state(home, tier=tier)
     emit(as_json, document(hw, tier, ollama), lines(hw, tier, ollama, cpu_only))
 
 

@@ -8,16 +8,18 @@ from typing import Any
 import click
 
 from node.service import launchd, systemd
-from node.commands.clikit import common_options, emit
+from node.commands.clikit import SuggestingGroup, common_options, emit
 from node.errors import ConfigError
 from node.home import Home
 from node.service import (PLATFORMS, PROGRAM, Runner, Spec, Target, check_printable,
-                          current_platform, default_scope, find_entry_point, notes, require_root,
-                          resolve_platform, resolve_target)
-from node.settings import load_settings
+                          current_platform, default_scope, ensure_home, find_entry_point, notes,
+                          require_root, resolve_platform, resolve_target)
+from node.commands.cliopts import gpu_choice, node_options, settings_options
+from node.settings import (ENV_COORDINATOR, ENV_METRICS, ENV_MODEL, ENV_NODE_ID, ENV_OLLAMA,
+                           ENV_WORKERS, config_values, load_settings, remember)
 
 
-@click.group("service")
+@click.group("service", cls=SuggestingGroup)
 def cmd() -> None:
     """Install, remove or inspect the background service (systemd on Linux, launchd on macOS)."""
 
@@ -54,41 +56,86 @@ def _here() -> str:
     return platform  # type: ignore[return-value]
 
 
+# The settings a shell's environment can give `start`; the service does not see that shell.
+_ENV_OF = {"node_id": ENV_NODE_ID, "coordinator": ENV_COORDINATOR, "ollama": ENV_OLLAMA,
+           "model": ENV_MODEL, "metrics": ENV_METRICS}
+
+
 @cmd.command("install")
 @scope_options
-@click.option("--node-id", type=int, metavar="N",
-              help="The node id from the Console [default: node_id in config.toml].")
+@node_options
 @click.option("--run-as", metavar="USER",
               help="With --system: the account the node runs as [default: the home's owner].")
-@click.option("--metrics", metavar="[ADDR:]PORT", help="Serve Prometheus metrics (start "
-              "--metrics) [default: metrics in config.toml].")
 @click.option("--dry-run", is_flag=True,
               help="Print the file that would be written; change nothing.")
 @click.option("--platform", type=click.Choice(PLATFORMS),
               help="With --dry-run: render the file for the other platform, for review.")
 @common_options
+@settings_options()
 def install(home: Home, as_json: bool, user_flag: bool, system_flag: bool, node_id: int | None,
-            run_as: str | None, metrics: str | None, dry_run: bool, platform: str | None) -> None:
+            gpu: bool, cpu: bool, workers: int | None, metrics: str | None,
+            coordinator: str | None, ollama: tuple[str, ...], model: str | None,
+            run_as: str | None, dry_run: bool, platform: str | None) -> None:
     """Write the service file, then enable and start the service. Running it again updates the
-    file and restarts the service only if the file changed."""
+    file and restarts the service only if the file changed.
+
+    Takes the settings flags of `start`. The node id, coordinator, Ollama, model and metrics
+    given as flags, or set only in this shell's environment (which the service never sees),
+    are saved in config.toml; --workers (or PARALLELIX_WORKERS) and --gpu/--cpu go on the
+    service's command line. The settings the service will run with are printed first."""
     platform = resolve_platform(platform, dry_run)
     scope = default_scope(user_flag, system_flag)
     if not dry_run:
         require_root("install", scope, home)
     check_printable("the home", str(home.root))
-    settings = load_settings(home, node_id=node_id, metrics=metrics)
-    node_id = settings.node_id
-    if node_id is None:
+    use_gpu = gpu_choice(gpu, cpu)
+    settings = load_settings(home, coordinator=coordinator, ollama=ollama, model=model,
+                             node_id=node_id, workers=workers, metrics=metrics)
+    if settings.node_id is None:
         raise ConfigError("no node id: pass --node-id N (from the Console)")
+    flags = {"node_id": node_id, "coordinator": coordinator, "ollama": ollama, "model": model,
+             "metrics": metrics}
+    from_env = [k for k, var in _ENV_OF.items() if not flags[k] and os.environ.get(var)]
+    save = config_values(settings, [k for k, v in flags.items() if v] + from_env)
+    per_endpoint = workers or (settings.workers[0].slots if os.environ.get(ENV_WORKERS) else None)
+    options = (*(["--workers", str(per_endpoint)] if per_endpoint else []),
+               *{True: ["--gpu"], False: ["--cpu"], None: []}[use_gpu])
     entry = find_entry_point()
     target = resolve_target(platform, scope, home, run_as)
-    spec = Spec(target, entry, node_id, home, settings.metrics)
+    spec = Spec(target, entry, settings.node_id, home, settings.metrics, options)
     manager = systemd if platform == "linux" else launchd
     text = manager.render(spec)
+    verb = "would be saved" if dry_run else "saved"
+    carried = [f"note: {_ENV_OF[k]} is set only in this shell's environment, which the service "
+               f"does not see: {verb} in {home.config}" for k in from_env]
+    if os.environ.get(ENV_WORKERS) and not workers:
+        carried.append(f"note: {ENV_WORKERS} is set only in this shell's environment: the service "
+                       f"runs with --workers {per_endpoint}")
+    if not dry_run and save:
+        ensure_home(spec)
+        carried += [f"note: {n}" for n in remember(home, save)]
+        if os.geteuid() == 0 and target.uid != 0:
+            os.chown(home.config, target.uid, target.gid)  # root wrote it for the service's user
+        settings = load_settings(home, node_id=settings.node_id, workers=per_endpoint,
+                                 metrics=str(settings.metrics) if settings.metrics else None,
+                                 env={})
     doc: dict[str, Any] = {"action": "install", "platform": platform, "scope": scope,
-                           "path": str(_path(platform, target)), "nodeId": node_id,
-                           "runAs": target.user,
-                           "metrics": str(settings.metrics) if settings.metrics else None}
+                           "path": str(_path(platform, target)), "nodeId": settings.node_id,
+                           "runAs": target.user, "coordinator": settings.coordinator,
+                           "ollama": [w.ollama for w in settings.workers],
+                           "model": settings.model,
+                           "metrics": str(settings.metrics) if settings.metrics else None,
+                           "options": list(options), "saved": save, "notes": carried}
+    effective = [f"the service will run node {settings.node_id} with:",
+                 f"  coordinator  {settings.coordinator}",
+                 f"  ollama       {', '.join(doc['ollama'])}",
+                 f"  model        {settings.model}"]
+    effective += [f"  metrics      {doc['metrics']}"] if doc["metrics"] else []
+    effective += [f"  options      {shlex.join(options)}"] if options else []
+    if not as_json:  # before enabling; on stderr for --dry-run, whose stdout is the file
+        for line in carried:
+            click.echo(line, err=True)
+        click.echo("\n".join(effective), err=dry_run)
     if dry_run:
         doc.update({"dryRun": True, "written": False, "calls": [], "content": text})
         if not as_json:
@@ -101,9 +148,11 @@ def install(home: Home, as_json: bool, user_flag: bool, system_flag: bool, node_
     for note in warnings:
         click.echo(note, err=True)
     lines = [f"{'wrote' if doc['written'] else 'kept'} {doc['path']} ({doc['change']})"]
+    if save:
+        lines.append(f"saved in {home.config}: {', '.join(save)}")
     lines += [f"ran: {shlex.join(c)}" for c in run.calls]
-    lines += [f"parallelix-node runs as a {scope} service (node {node_id}, as {target.user}) and "
-              "starts at boot.",
+    lines += [f"parallelix-node runs as a {scope} service (node {settings.node_id}, as "
+              f"{target.user}) and starts at boot.",
               f"check it with `{PROGRAM} service status`; follow it with `{PROGRAM} logs -f`"]
     emit(as_json, doc, lines)
 

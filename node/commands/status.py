@@ -10,7 +10,7 @@ from node.commands.clikit import common_options, emit, emit_json_line
 from node.home import Home
 from node.commands.livestatus import query_live
 from node.commands.status_view import offline_status, render_status
-from workers.logfmt import escape_controls
+from workers.escape import escape_controls
 
 
 @click.command("status")

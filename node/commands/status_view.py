@@ -8,7 +8,7 @@ from typing import Any
 
 from node.home import Home
 from node.keyfile import missing_key_advice
-from node.state import FRESH, current_state, read_state, state_problem
+from node.state import ACTIVE, COOLING, FRESH, INITED, RETIRED, current_state, read_state, state_problem
 
 def offline_status(home: Home, settings: Any) -> dict[str, Any]:
     """The node as its files describe it: identity and state from state.json (written by init,
@@ -53,7 +53,7 @@ def _fmt(value: Any) -> str:
 
 def render_status(doc: dict[str, Any]) -> list[str]:
     """The plain `status` lines for a document from `offline_status` (maybe merged with live)."""
-    rows: list[tuple[str, str]] = [("state", doc.get("state") or "-")]
+    rows: list[tuple[str, str]] = [("state", _state_text(doc))]
     if doc.get("state") == FRESH:
         rows.append(("", doc.get("keyMissing") or "no node key: run parallelix-node init"))
     else:
@@ -90,6 +90,20 @@ def render_status(doc: dict[str, Any]) -> list[str]:
     return [f"{k:<{width}}  {v}" if k else f"{'':<{width}}  {v}" for k, v in rows]
 
 
+# What a saved state means while no daemon runs for the home.
+_OFFLINE_MEANING = {ACTIVE: "on the network; daemon stopped — the node is offline",
+                    COOLING: "in cooldown on the network; daemon stopped",
+                    RETIRED: "retired on the network; daemon stopped",
+                    INITED: "(not attached; daemon stopped)"}
+
+
+def _state_text(doc: dict[str, Any]) -> str:
+    state = doc.get("state") or "-"
+    if doc.get("live") or state not in _OFFLINE_MEANING:
+        return state
+    return f"{state} {_OFFLINE_MEANING[state]}"
+
+
 def _live_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
     """The running daemon's view (the control socket's StatusReply)."""
     beat = doc.get("lastHeartbeatAckMs")
@@ -111,6 +125,8 @@ def _live_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
                      f"pid {_fmt(w.get('pid'))} {busy} on {w.get('endpoint')} "
                      f"({w.get('served')} served, {w.get('failed')} failed, "
                      f"{w.get('restarts')} restarts)"))
+        if w.get("failed") and w.get("lastFailure"):
+            rows.append(("", f"last failure: {w['lastFailure']}"))
     return rows
 
 

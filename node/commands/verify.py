@@ -21,7 +21,8 @@ def cmd(home: Home, as_json: bool, coordinator: str | None, ollama: tuple[str, .
     from node.state import current_state, read_state
 
     settings = load_from_flags(home, coordinator, ollama, model)
-    checks = run_all(home, settings)
+    checks = run_all(home, settings,
+                     waiting=lambda text: None if as_json else click.echo(text, err=True))
     ok = all(c.ok for c in checks)
     failed = [c for c in checks if not c.ok and not c.skipped]
     saved = read_state(home)  # after the checks: the key check may have recorded the address

@@ -39,6 +39,7 @@ class Slot:
     retiring: bool = False             # removed by a reload: not respawned
     served: int = 0
     failed: int = 0
+    last_failure: str | None = None    # "code: reason" of the latest failed request, for status
 
     @property
     def identity(self) -> bytes:

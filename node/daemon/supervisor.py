@@ -518,6 +518,7 @@ class Supervisor:
             self._commit(body)
         else:
             slot.failed += 1
+            slot.last_failure = f"{msg.code}: {msg.message}"
             self._report_failure(rec.req.id, msg.code, msg.message, rec.req.model)
         await self._release()
 
@@ -757,7 +758,8 @@ class Supervisor:
         rec = self.jobs.get(slot.job)
         return m.WorkerStatus(slot=slot.name, pid=slot.pid, endpoint=slot.spec.ollama,
                               busy=bool(slot.job), request_id=rec.req.id if rec else None,
-                              served=slot.served, failed=slot.failed, restarts=slot.restarts)
+                              served=slot.served, failed=slot.failed, restarts=slot.restarts,
+                              last_failure=slot.last_failure)
 
     # --- signals --------------------------------------------------------------------------
 

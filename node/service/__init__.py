@@ -57,12 +57,13 @@ class Spec:
     node_id: int
     home: Home
     metrics: MetricsAddress | None = None
+    options: tuple[str, ...] = ()    # start's --workers N, --gpu or --cpu
 
     @property
     def argv(self) -> list[str]:
         metrics = ["--metrics", str(self.metrics)] if self.metrics else []
         return [str(self.entry), "start", "--node-id", str(self.node_id),
-                "--home", str(self.home.root), *metrics]
+                "--home", str(self.home.root), *metrics, *self.options]
 
 
 @dataclass
@@ -86,7 +87,8 @@ class Runner:
         if ok is not None and r.returncode not in ok:
             words = last_line(r.stderr) or last_line(r.stdout) or "no message"
             hint = hint(r.stderr + r.stdout) if callable(hint) else hint
-            raise NodeError(f"`{shlex.join(argv)}` failed (exit {r.returncode}): {words}"
+            shown = shlex.join(argv[:3]) + (" …" if len(argv) > 3 else "")
+            raise NodeError(f"`{shown}` failed (exit {r.returncode}): {words}"
                             + (f"; {hint}" if hint else ""))
         return r
 

@@ -80,12 +80,25 @@ def systemctl(scope: str, *args: str) -> list[str]:
     return ["systemctl", *(["--user"] if scope == "user" else []), *args]
 
 
-def _hint(scope: str, user: str) -> Callable[[str], str]:
-    """What to do when systemctl fails: reach the user manager, or read the journal."""
+def _no_systemd(output: str) -> bool:
+    """systemctl's words when no systemd runs as PID 1 (a container, WSL without systemd):
+    "System has not been booted with systemd…", or no bus at all ("Host is down")."""
+    return "not been booted with systemd" in output or "Host is down" in output
+
+
+def _hint(scope: str, user: str, *, inspecting: bool = False) -> Callable[[str], str]:
+    """What to do when systemctl fails: run without systemd, reach the user manager, or read
+    the journal (and `service status`, unless that is what failed)."""
     def hint(output: str) -> str:
+        if _no_systemd(output):
+            return (f"systemd does not run on this machine, so there is no service to "
+                    f"{'show' if inspecting else 'manage'}; run the node under your own "
+                    f"supervisor with `{PROGRAM} start` and check it with `{PROGRAM} status`")
         if scope == "user" and ("bus" in output.lower() or "XDG_RUNTIME_DIR" in output):
             return (f"log in as {user} directly over SSH (not su or sudo -u) so that your user "
                     "manager is reachable, or install with --system")
+        if inspecting:
+            return f"see `{_journal(scope)}`"
         return f"see `{_journal(scope)}` and `{PROGRAM} service status`"
     return hint
 
@@ -140,7 +153,7 @@ def uninstall(scope: str, user: str, run: Runner) -> dict[str, Any]:
 def status(scope: str, user: str, run: Runner) -> dict[str, Any]:
     path = unit_path(scope)
     r = run(*systemctl(scope, "show", UNIT, "--property=" + ",".join(SHOW_PROPERTIES)),
-            hint=_hint(scope, user))
+            hint=_hint(scope, user, inspecting=True))
     words = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
     return {"path": str(path), "installed": path.exists(),
             "enabled": words.get("UnitFileState") in ("enabled", "enabled-runtime", "linked",
