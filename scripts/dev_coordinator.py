@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A local ParalleliX coordinator implementing ../shared/PROTOCOL.md, for operators and tests.
+"""A local ParalleliX coordinator implementing docs/protocol.md, for operators and tests.
 
 It verifies everything a node sends with code of its own (scripts/protocol_verify.py, never
 node/identity.py), hands out prompts through the inbox, keeps the first result per request,

@@ -16,7 +16,8 @@ from node.service import (PLATFORMS, PROGRAM, Runner, Spec, Target, check_printa
                           require_root, resolve_platform, resolve_target)
 from node.commands.cliopts import gpu_choice, node_options, settings_options
 from node.settings import (ENV_COORDINATOR, ENV_METRICS, ENV_MODEL, ENV_NODE_ID, ENV_OLLAMA,
-                           ENV_WORKERS, config_values, load_settings, remember)
+                           ENV_WORKERS, Settings, config_values, load_settings,
+                           remember)
 
 
 @click.group("service", cls=SuggestingGroup)
@@ -95,30 +96,18 @@ def install(home: Home, as_json: bool, user_flag: bool, system_flag: bool, node_
         raise ConfigError("no node id: pass --node-id N (from the Console)")
     flags = {"node_id": node_id, "coordinator": coordinator, "ollama": ollama, "model": model,
              "metrics": metrics}
-    from_env = [k for k, var in _ENV_OF.items() if not flags[k] and os.environ.get(var)]
-    save = config_values(settings, [k for k, v in flags.items() if v] + from_env)
-    per_endpoint = workers or (settings.workers[0].slots if os.environ.get(ENV_WORKERS) else None)
-    options = (*(["--workers", str(per_endpoint)] if per_endpoint else []),
-               *{True: ["--gpu"], False: ["--cpu"], None: []}[use_gpu])
+    save, options, carried = _carry_over(settings, flags, workers, use_gpu, dry_run)
     entry = find_entry_point()
     target = resolve_target(platform, scope, home, run_as)
     spec = Spec(target, entry, settings.node_id, home, settings.metrics, options)
     manager = systemd if platform == "linux" else launchd
     text = manager.render(spec)
-    verb = "would be saved" if dry_run else "saved"
-    carried = [f"note: {_ENV_OF[k]} is set only in this shell's environment, which the service "
-               f"does not see: {verb} in {home.config}" for k in from_env]
-    if os.environ.get(ENV_WORKERS) and not workers:
-        carried.append(f"note: {ENV_WORKERS} is set only in this shell's environment: the service "
-                       f"runs with --workers {per_endpoint}")
     if not dry_run and save:
         ensure_home(spec)
         carried += [f"note: {n}" for n in remember(home, save)]
         if os.geteuid() == 0 and target.uid != 0:
             os.chown(home.config, target.uid, target.gid)  # root wrote it for the service's user
-        settings = load_settings(home, node_id=settings.node_id, workers=per_endpoint,
-                                 metrics=str(settings.metrics) if settings.metrics else None,
-                                 env={})
+        settings = load_settings(home, node_id=settings.node_id, workers=workers, env={})
     doc: dict[str, Any] = {"action": "install", "platform": platform, "scope": scope,
                            "path": str(_path(platform, target)), "nodeId": settings.node_id,
                            "runAs": target.user, "coordinator": settings.coordinator,
@@ -126,16 +115,10 @@ def install(home: Home, as_json: bool, user_flag: bool, system_flag: bool, node_
                            "model": settings.model,
                            "metrics": str(settings.metrics) if settings.metrics else None,
                            "options": list(options), "saved": save, "notes": carried}
-    effective = [f"the service will run node {settings.node_id} with:",
-                 f"  coordinator  {settings.coordinator}",
-                 f"  ollama       {', '.join(doc['ollama'])}",
-                 f"  model        {settings.model}"]
-    effective += [f"  metrics      {doc['metrics']}"] if doc["metrics"] else []
-    effective += [f"  options      {shlex.join(options)}"] if options else []
     if not as_json:  # before enabling; on stderr for --dry-run, whose stdout is the file
         for line in carried:
             click.echo(line, err=True)
-        click.echo("\n".join(effective), err=dry_run)
+        click.echo("\n".join(_effective(doc)), err=dry_run)
     if dry_run:
         doc.update({"dryRun": True, "written": False, "calls": [], "content": text})
         if not as_json:
@@ -155,6 +138,37 @@ def install(home: Home, as_json: bool, user_flag: bool, system_flag: bool, node_
               f"{target.user}) and starts at boot.",
               f"check it with `{PROGRAM} service status`; follow it with `{PROGRAM} logs -f`"]
     emit(as_json, doc, lines)
+
+
+def _carry_over(settings: Settings, flags: dict[str, Any], workers: int | None,
+                use_gpu: bool | None, dry_run: bool) -> tuple[dict[str, Any], tuple[str, ...],
+                                                              list[str]]:
+    """What the service must be given because it will not see this shell: the config.toml
+    values to save (flags, and settings only the environment gave), start's options for its
+    command line (--workers, --gpu/--cpu), and a note for each environment variable carried."""
+    from_env = [k for k, var in _ENV_OF.items() if not flags[k] and os.environ.get(var)]
+    save = config_values(settings, [k for k, v in flags.items() if v] + from_env)
+    per_endpoint = workers or (settings.workers[0].slots if os.environ.get(ENV_WORKERS) else None)
+    options = (*(["--workers", str(per_endpoint)] if per_endpoint else []),
+               *{True: ["--gpu"], False: ["--cpu"], None: []}[use_gpu])
+    verb = "would be saved" if dry_run else "saved"
+    told = [f"note: {_ENV_OF[k]} is set only in this shell's environment, which the service "
+             f"does not see: {verb} in {settings.home.config}" for k in from_env]
+    if os.environ.get(ENV_WORKERS) and not workers:
+        told.append(f"note: {ENV_WORKERS} is set only in this shell's environment: the service "
+                     f"runs with --workers {per_endpoint}")
+    return save, options, told
+
+
+def _effective(doc: dict[str, Any]) -> list[str]:
+    """The settings the service will run with, as `install` prints them before enabling it."""
+    lines = [f"the service will run node {doc['nodeId']} with:",
+             f"  coordinator  {doc['coordinator']}",
+             f"  ollama       {', '.join(doc['ollama'])}",
+             f"  model        {doc['model']}"]
+    lines += [f"  metrics      {doc['metrics']}"] if doc["metrics"] else []
+    lines += [f"  options      {shlex.join(doc['options'])}"] if doc["options"] else []
+    return lines
 
 
 @cmd.command("uninstall")
