@@ -46,21 +46,43 @@ class Home:
         return self.root / "run.path"
 
     def ensure(self) -> None:
-        """Create the home folder owner-only (0700), as ssh does for ~/.ssh."""
+        """Create the home folder owner-only (0700), as ssh does for ~/.ssh, and any missing
+        parent too: `mkdir -p` would make them 0777 under umask 000, and another user could
+        then swap the home for one of their own."""
         try:
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for folder in [*reversed(self.root.parents), self.root]:
+                if not folder.exists():
+                    folder.mkdir(mode=0o700, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"cannot create the home folder {self.root}: {e.strerror}; "
                               "choose another --home (or PARALLELIX_HOME)") from None
 
+    @property
+    def sockets_fit_in_run(self) -> bool:
+        """Whether ipc:// paths under `run/` fit the OS limit (else a short fallback folder)."""
+        return len(str(self.run / "control.sock").encode()) <= _IPC_PATH_MAX
+
     def socket_dir(self) -> Path:
-        """The folder that holds the daemon's sockets: `run/`, or a short fallback for long homes."""
-        if len(str(self.run / "control.sock").encode()) <= _IPC_PATH_MAX:
+        """The folder that holds the daemon's sockets: `run/`, or for a long home the short
+        folder the running daemon made and named in `run.path` (see make_socket_dir)."""
+        if self.sockets_fit_in_run:
             return self.run
-        import hashlib  # here, not at the top: `status` and `version` start faster without
-        import tempfile
-        digest = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:12]
-        return Path(tempfile.gettempdir()) / f"parallelix-{os.getuid()}-{digest}"
+        try:
+            return Path(self.run_pointer.read_text().strip())
+        except OSError:
+            return self.run  # no daemon runs: nothing answers there either
+
+    def make_socket_dir(self) -> Path:
+        """Create the socket folder for a daemon about to bind. For a long home it is a fresh
+        0700 folder with a random name under the temp folder (mkdtemp, O_EXCL): a predictable
+        name could be created first by another user, and `start` would have to refuse it."""
+        if self.sockets_fit_in_run:
+            make_private_dir(self.run)
+            return self.run
+        import tempfile  # here, not at the top: `status` and `version` start faster without
+        folder = Path(tempfile.mkdtemp(prefix=f"parallelix-{os.getuid()}-"))
+        self.run_pointer.write_text(str(folder) + "\n")
+        return folder
 
     def endpoint(self, name: str) -> str:
         """The ipc:// endpoint of socket `name`, as clients find it."""

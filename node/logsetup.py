@@ -10,19 +10,23 @@ import re
 import sys
 from pathlib import Path
 
-from workers.logfmt import UtcFormatter
+from workers.logfmt import UtcFormatter, quote_log_arguments
 
 LOG_BYTES = 10 * 1024 * 1024
 LOG_BACKUPS = 5
 
 
+_TOKEN = re.compile(r'(?:"(?:[^"\\]|\\.)*"|[^\s"]+|")+')
+
+
 def event_fields(message: str) -> dict[str, str]:
-    """Split `event word key=value …` into {"event": "event word", key: value, …}."""
+    """Split `event word key=value …` into {"event": "event word", key: value, …}. A quoted
+    value (workers/logfmt.py quote_value) is one token and is unquoted; it never adds fields."""
     words, fields = [], {}
-    for token in message.split(" "):
+    for token in _TOKEN.findall(message):
         key, sep, value = token.partition("=")
         if sep and key.isidentifier():
-            fields[key] = value
+            fields[key] = _unquote(value)
         elif fields:
             last = next(reversed(fields))
             fields[last] += " " + token
@@ -55,10 +59,20 @@ def numeric_args(record: logging.LogRecord) -> dict[str, int | float]:
     return found
 
 
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        try:
+            return json.loads(value)
+        except ValueError:
+            pass
+    return value
+
+
 class JsonLineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        doc = {"ts": int(record.created * 1000), "level": record.levelname.lower(),
-               **event_fields(record.getMessage())}
+        doc = {"ts": int(record.created * 1000), "level": record.levelname.lower()}
+        for key, value in event_fields(record.getMessage()).items():
+            doc.setdefault(key, value)  # a message cannot replace the time or the level
         doc.update((k, v) for k, v in numeric_args(record).items() if k in doc)
         return json.dumps(doc, ensure_ascii=False)
 
@@ -96,5 +110,6 @@ def setup_logging(log_path: Path, as_json: bool, debug: bool = False) -> None:
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(UtcFormatter("%(asctime)s %(message)s"))
     root.addHandler(console)
+    quote_log_arguments()
     for noisy in ("urllib3", "requests"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

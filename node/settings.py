@@ -97,9 +97,10 @@ class Settings:
 def parse_ollama_host(value: str | None) -> str:
     """Normalise an Ollama address by ollama-python's `_parse_host` rules.
 
-    '' -> http://127.0.0.1:11434, ':9' -> http://127.0.0.1:9, 'h' -> http://h:11434,
-    'http://h' -> port 80, 'https://h' -> 443, paths kept, bare IPv6 bracketed. Unlike the
-    client, 0.0.0.0 (a bind-all address an operator often sets for the server) maps to loopback.
+    '' -> http://127.0.0.1:11434, ':9' -> http://127.0.0.1:9, 'https://h' -> port 443,
+    'http://localhost' -> port 80, paths kept, bare IPv6 bracketed. Unlike the client, 0.0.0.0
+    (a bind-all address an operator often sets for the server) maps to loopback. Plain http is
+    refused off loopback (SECURITY.md): the answer is the text the node signs.
     """
     value = (value or "").strip()
     scheme, _, hostport = value.partition("://")
@@ -122,6 +123,12 @@ def parse_ollama_host(value: str | None) -> str:
     host = host or "127.0.0.1"
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"
+    if scheme == "http" and not is_loopback(host):
+        raise ConfigError(
+            f"Ollama address {value!r} uses plain http on a non-loopback host: whoever is on "
+            "that network path chooses the text this node signs; use https (a TLS proxy in "
+            "front of Ollama) or an SSH tunnel to a loopback port (ssh -N -L "
+            "11435:127.0.0.1:11434 HOST, then --ollama 127.0.0.1:11435)")
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{port or default_port}{path}"

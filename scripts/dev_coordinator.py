@@ -411,9 +411,11 @@ class Coordinator:
             self._nodes[node_id] = NodeState(node_id, key_hash)
         return key_hash
 
-    def enqueue(self, prompt: Prompt) -> str:
+    def enqueue(self, prompt: Prompt, request_id: str | None = None) -> str:
         with self._cond:
-            request_id = f"req_{len(self._requests) + 1:04d}"
+            request_id = request_id or f"req_{len(self._requests) + 1:04d}"
+            if request_id in self._requests:
+                raise ApiError("bad_request", f"request id {request_id!r} is taken")
             self._requests[request_id] = Request(request_id, prompt, wall_ms())
             self._queue.append(request_id)
             self._cond.notify_all()
@@ -1015,9 +1017,16 @@ class Handler(BaseHTTPRequestHandler):
         return self._admin("stats", self.server.coord.stats)
 
     def admin_enqueue(self, query: str, raw: bytes) -> Reply:
+        """Queue a prompt; `requestId` picks its id (any string, as a hostile coordinator could)."""
         coord = self.server.coord
-        return self._admin("enqueue", lambda: {
-            "requestId": coord.enqueue(Prompt.parse(self._json(raw, strict_type=False), "body", coord.settings))})
+
+        def work() -> dict[str, Any]:
+            data = self._json(raw, strict_type=False)
+            chosen = data.pop("requestId", None) if isinstance(data, dict) else None
+            if chosen is not None and not isinstance(chosen, str):
+                raise ApiError("bad_request", "body.requestId must be a string")
+            return {"requestId": coord.enqueue(Prompt.parse(data, "body", coord.settings), chosen)}
+        return self._admin("enqueue", work)
 
     def admin_deny(self, query: str, raw: bytes) -> Reply:
         def work() -> dict[str, Any]:

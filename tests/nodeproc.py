@@ -76,21 +76,25 @@ class Daemon:
 
 @contextlib.contextmanager
 def run_daemon(home: Path, node_id: int, coordinator: str, ollama: str | list[str],
-               *extra: str, env: dict[str, str] | None = None) -> Iterator[Daemon]:
+               *extra: str, env: dict[str, str] | None = None, cwd: Path = ROOT,
+               cli: list[str] | None = None) -> Iterator[Daemon]:
     """Start `parallelix-node start --json …`; SIGKILL it (and its group) at the end if alive.
-    `ollama=[]` passes no --ollama, so config.toml decides."""
+    `ollama=[]` passes no --ollama, so config.toml decides. `cli` replaces `python -m node.cli`
+    (the installed `parallelix-node` script, to start it from another folder)."""
     endpoints = [ollama] if isinstance(ollama, str) else ollama
     with run_start(home, "--node-id", str(node_id), "--coordinator", coordinator,
-                   *sum((["--ollama", e] for e in endpoints), []), *extra, env=env) as daemon:
+                   *sum((["--ollama", e] for e in endpoints), []), *extra, env=env, cwd=cwd,
+                   cli=cli) as daemon:
         yield daemon
 
 
 @contextlib.contextmanager
-def run_start(home: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Daemon]:
+def run_start(home: Path, *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT,
+              cli: list[str] | None = None) -> Iterator[Daemon]:
     """`parallelix-node start --json ARGS`, as typed (no flags added); SIGKILLed at the end if
     alive."""
-    proc = subprocess.Popen([sys.executable, "-m", "node.cli", "start", "--json", *args],
-                            cwd=ROOT, env={**clean_env(home), **(env or {})},
+    proc = subprocess.Popen([*(cli or [sys.executable, "-m", "node.cli"]), "start", "--json",
+                             *args], cwd=cwd, env={**clean_env(home), **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     daemon = Daemon(proc)

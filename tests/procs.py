@@ -137,11 +137,20 @@ def start_worker(endpoint: str, connect: str, *extra: str, slot: str = "w0",
     """Run an inference worker as a child of the test (so --parent-pid is the test's pid)."""
     with open(log or os.devnull, "ab") as err:
         proc = subprocess.Popen(worker_command(endpoint, connect, "--parent-pid", str(os.getpid()),
-                                               *extra, slot=slot), cwd=ROOT, stderr=err)
+                                               *extra, slot=slot), cwd=ROOT, stderr=err,
+                                stdin=subprocess.PIPE)
+    hand_over(proc, slot.encode())
     try:
         yield proc
     finally:
         stop_process(proc)
+
+
+def hand_over(proc: subprocess.Popen, *lines: bytes) -> None:
+    """Write what the supervisor hands a child over its stdin pipe (ipc/handover.py). The test
+    worker's identity is its slot name, so the test's Router addresses it by that."""
+    proc.stdin.write(b"".join(line + b"\n" for line in lines))
+    proc.stdin.close()
 
 
 def job(n: int = 1, prompt: str = "hello", model: str = "llama3.2", *,

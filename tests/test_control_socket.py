@@ -115,8 +115,7 @@ def test_garbage_on_the_daemons_sockets_is_refused_and_it_keeps_serving(node_hom
                 intruder.send(b"garbage")
                 intruder.send(m.encoder.encode(m.Done(job=99, request_id="req_forged", text="x",
                                                       metrics=m.Metrics())))
-                node.wait_event(is_event("work.malformed"))
-                node.wait_event(is_event("work.unknown_worker"))
+                node.wait_event(is_event("work.unknown_peer"))
             finally:
                 ctx.destroy(linger=0)
             admin(url, "enqueue", {"prompt": "after the garbage"})

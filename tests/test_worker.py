@@ -276,7 +276,8 @@ def test_sigint_is_ignored(w: Slot) -> None:
 
 INTERMEDIATE = ("import os, subprocess, sys\n"
                 "p = subprocess.Popen(sys.argv[1:] + ['--parent-pid', str(os.getpid())],"
-                " stderr=subprocess.DEVNULL)\n"
+                " stderr=subprocess.DEVNULL, stdin=subprocess.PIPE)\n"
+                "p.stdin.write(b'w0\\n'); p.stdin.close()\n"
                 "print(p.pid, flush=True)\n"
                 "p.wait()\n")
 
@@ -305,7 +306,7 @@ def test_worker_exits_at_start_when_its_parent_is_not_the_supervisor(sup: Router
                                                                      ollama: str) -> None:
     other = os.getppid()  # alive, but not the worker's parent: as if the supervisor had died
     proc = subprocess.run(worker_command(ollama, sup.endpoint, "--parent-pid", str(other)),
-                          cwd=ROOT, capture_output=True, text=True, timeout=10)
+                          cwd=ROOT, capture_output=True, text=True, timeout=10, input="w0\n")
     assert proc.returncode == 0
     assert "died before the worker started" in proc.stderr
     assert sup.silent(0.2)  # it never said Ready

@@ -6,12 +6,14 @@ The supervisor starts it by exec:
         --connect ipc:///path/work.sock --parent-pid PID \\
         [--first-chunk-timeout 300] [--idle-timeout 60]
 
-It connects a DEALER (identity = slot) to the supervisor's ROUTER, sends `Ready`, then answers
-`Job` with `Done`/`Failed`, `Ping` with `Pong`, and `Stop` by exiting once the job in progress is
-answered (ipc/messages.py). Jobs run in one long-lived thread so Pings are answered while Ollama
-streams; only the main thread touches the socket. SIGINT is ignored (Ctrl-C reaches the whole process
-group; the supervisor coordinates shutdown); SIGTERM acts like `Stop`. When the supervisor dies
-the worker exits within about a second, abandoning any job (nobody is left to answer).
+It reads its routing identity from stdin (ipc/handover.py: random per spawn; the supervisor
+accepts messages only from it), connects a DEALER with it to the supervisor's ROUTER, sends
+`Ready`, then answers `Job` with `Done`/`Failed`, `Ping` with `Pong`, and `Stop` by exiting once
+the job in progress is answered (ipc/messages.py). Jobs run in one long-lived thread so Pings
+are answered while Ollama streams; only the main thread touches the socket. SIGINT is ignored
+(Ctrl-C reaches the whole process group; the supervisor coordinates shutdown); SIGTERM acts
+like `Stop`. When the supervisor dies the worker exits within about a second, abandoning any
+job (nobody is left to answer).
 """
 import argparse
 import contextlib
@@ -27,6 +29,7 @@ from collections.abc import Callable
 import msgspec
 import zmq
 
+from ipc.handover import HandoverError, read_handover
 from ipc.messages import (MAX_WORK_MESSAGE, DecodeError, Done, Failed, FromWorker, Job, Ping,
                           Pong, Ready, Stop, encoder, to_worker)
 from workers.generate import Generator, Timeouts
@@ -44,9 +47,9 @@ class Worker:
     """The socket loop. Answers from the job thread come back through a queue, and a byte on a
     socketpair wakes the poll (the same socketpair is the signal wakeup fd)."""
 
-    def __init__(self, slot: str, endpoint: str, run_job: Callable[[Job], Done | Failed],
-                 parent_pid: int) -> None:
-        self.slot, self.endpoint = slot, endpoint
+    def __init__(self, slot: str, identity: bytes, endpoint: str,
+                 run_job: Callable[[Job], Done | Failed], parent_pid: int) -> None:
+        self.slot, self.identity, self.endpoint = slot, identity, endpoint
         self._run_job = run_job
         self._parent_pid = parent_pid
         self._current: Job | None = None
@@ -62,7 +65,7 @@ class Worker:
         """Run until Stop/SIGTERM (exit status 0) or the supervisor's death; return the status."""
         ctx = zmq.Context()
         sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, self.slot.encode())
+        sock.setsockopt(zmq.IDENTITY, self.identity)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_WORK_MESSAGE)
         sock.setsockopt(zmq.IMMEDIATE, 1)
@@ -172,7 +175,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m workers.inference",
                                 description="A ParalleliX inference worker (started by the "
                                             "supervisor).")
-    p.add_argument("--slot", required=True, help="slot name; also the DEALER identity")
+    p.add_argument("--slot", required=True, help="slot name, for logs and Ready")
     p.add_argument("--endpoint", required=True, help="Ollama base URL")
     p.add_argument("--connect", required=True, help="the supervisor's work socket (ipc://…)")
     p.add_argument("--parent-pid", type=int, default=None,
@@ -193,9 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     if parent_gone(parent_pid):
         log.warning("supervisor (pid %d) died before the worker started; exiting", parent_pid)
         return 0
+    try:
+        [identity] = read_handover(sys.stdin.buffer, 1)
+    except HandoverError as e:
+        log.error("%s", e)
+        return 2
     generator = Generator(args.endpoint, Timeouts(first_chunk=args.first_chunk_timeout,
                                                   idle=args.idle_timeout))
-    return Worker(args.slot, args.endpoint, generator.run, parent_pid).serve(args.connect)
+    return Worker(args.slot, identity, args.endpoint, generator.run,
+                  parent_pid).serve(args.connect)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """The heartbeat process: proves liveness to the coordinator every interval, whatever the load.
 
-Its own process with its own tiny loop, so inference never delays a beat. It receives the
-signing key once, on stdin (a pipe from the supervisor), never over a socket. It beats only
-while the supervisor shows signs of life (a Load message at least every three intervals),
-and exits with it: the coordinator must never see online a node that cannot serve."""
+Its own process with its own tiny loop, so inference never delays a beat. It receives its
+routing identity and the signing key once, on stdin (a pipe from the supervisor), never over
+a socket. It beats only while the supervisor shows signs of life (a Load message at least
+every three intervals), and exits with it: the coordinator must never see online a node that
+cannot serve."""
 import argparse
 import logging
 import os
@@ -15,6 +16,7 @@ import time
 import zmq
 
 from ipc import messages as m
+from ipc.handover import HandoverError, read_handover
 from node.coordinator import Coordinator, CoordinatorError, Denied, Rejected, now_ms
 from node.identity import Signer
 from workers.logfmt import log_to_stderr
@@ -128,12 +130,16 @@ def main(argv: list[str] | None = None) -> None:
     log_to_stderr("heartbeat")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor decides
     exit_with_parent(args.parent_pid)
-    secret = bytes.fromhex(sys.stdin.readline().strip())
-    sys.stdin.close()
-    signer = Signer(secret)
-    del secret
+    try:
+        identity, secret_hex = read_handover(sys.stdin.buffer, 2)
+        signer = Signer(bytes.fromhex(secret_hex.decode()))
+    except (HandoverError, ValueError) as e:
+        log.error("%s", e if isinstance(e, HandoverError) else "stdin did not carry a key")
+        raise SystemExit(2) from None
+    del secret_hex
     ctx = zmq.Context()
-    sock = ctx.socket(zmq.PAIR)
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.IDENTITY, identity)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, m.MAX_SMALL_MESSAGE)
     sock.connect(args.connect)

@@ -9,6 +9,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from ipc.handover import new_identity
 from node.daemon import procs
 from node.settings import WorkerSpec
 
@@ -28,6 +29,7 @@ class Slot:
     name: str
     spec: WorkerSpec
     proc: subprocess.Popen | None = None
+    identity: bytes = b""              # the process's routing id: random per spawn, a secret
     ready: bool = False
     job: int = 0                       # job number in progress, 0 when idle
     spawned_at: float = 0.0
@@ -42,10 +44,6 @@ class Slot:
     last_failure: str | None = None    # "code: reason" of the latest failed request, for status
 
     @property
-    def identity(self) -> bytes:
-        return self.name.encode()
-
-    @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
@@ -58,9 +56,10 @@ class Slot:
 
 
 def spawn_worker(slot: Slot, work_endpoint: str, parent_pid: int) -> None:
+    slot.identity = new_identity()
     slot.proc = procs.spawn("workers.inference", [
         "--slot", slot.name, "--endpoint", slot.spec.ollama, "--connect", work_endpoint,
-        "--parent-pid", str(parent_pid)])
+        "--parent-pid", str(parent_pid)], handover=[slot.identity])
     slot.ready, slot.job = False, 0
     slot.spawned_at = slot.last_seen = time.monotonic()
     log.info("worker.spawned slot=%s pid=%s ollama=%s", slot.name, slot.pid, slot.spec.ollama)

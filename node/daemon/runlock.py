@@ -71,3 +71,19 @@ def remove_empty_dir(folder: Path) -> None:
         folder.rmdir()
     except OSError:
         pass  # not empty (another file appeared) or already gone: leave it
+
+
+def remove_stale_socket_dir(home: Home) -> None:
+    """Remove the short socket folder a crashed daemon named in `run.path` (only while holding
+    the lock), when it is still ours: a folder someone else owns is left alone."""
+    if home.sockets_fit_in_run or not home.run_pointer.exists():
+        return
+    folder = home.socket_dir()
+    try:
+        mine = folder.lstat().st_uid == os.getuid() and folder.is_dir() and not folder.is_symlink()
+    except OSError:
+        mine = False
+    if mine:
+        clear_stale_sockets(folder)
+        remove_empty_dir(folder)
+    home.run_pointer.unlink(missing_ok=True)

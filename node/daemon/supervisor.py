@@ -25,16 +25,17 @@ import zmq
 import zmq.asyncio
 
 from ipc import messages as m
+from ipc.handover import new_identity
 from node.daemon import metrics, pool, procs, sdnotify
 from node.daemon.lanes import Batched, Lane
 from node.coordinator import Coordinator, CoordinatorError, Denied, Rejected, now_ms
-from node.home import Home, make_private_dir
+from node.home import Home
 from node.identity import Signer, node_key_hash
 from node.daemon.inbox import InboxRequest, Malformed, parse_inbox
 from node.daemon.manifest import manifest_hash
 from node.daemon.outbox import Outbox
 from node.daemon.results import signed_failure, signed_success
-from node.daemon.runlock import clear_stale_sockets, remove_empty_dir
+from node.daemon.runlock import clear_stale_sockets, remove_empty_dir, remove_stale_socket_dir
 from node.settings import Settings
 from node.state import (ACTIVE, STATE_FOR_403, current_state, read_state, record_network,
                         update_state)
@@ -124,6 +125,7 @@ class Supervisor:
         self.heartbeat_interval = 10.0
         self.poll_interval = 1.0
         self.hb_proc: subprocess.Popen | None = None
+        self.hb_identity = b""                 # the heartbeat process's routing id, per spawn
         self.hb_respawn_at = 0.0
         self.last_beat_ack: int | None = None
         self.beat_seq = 0                      # last heartbeat seq: a respawned process goes on
@@ -212,39 +214,37 @@ class Supervisor:
         self._begin_stop(abandon=True)
 
     def _open_sockets(self) -> None:
-        folder = self.home.socket_dir()
-        make_private_dir(folder)
-        if folder != self.home.run:
-            self.home.run_pointer.write_text(str(folder) + "\n")
+        remove_stale_socket_dir(self.home)
+        self.sock_dir = folder = self.home.make_socket_dir()
         clear_stale_sockets(folder)
         self.ctx = zmq.asyncio.Context()
         self.ctx.linger = 0
         old_umask = os.umask(0o177)  # bind has no mode option: this makes the sockets 0600
         try:
-            self.work_endpoint = self.home.endpoint("work.sock")
+            self.work_endpoint = f"ipc://{folder / 'work.sock'}"
             self.work = self.ctx.socket(zmq.ROUTER)
-            self.work.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            self.work.setsockopt(zmq.ROUTER_HANDOVER, 1)
-            self.work.setsockopt(zmq.MAXMSGSIZE, m.MAX_WORK_MESSAGE)
+            self.work.setsockopt(zmq.ROUTER_MANDATORY, 1)  # ROUTER_HANDOVER stays off:
+            self.work.setsockopt(zmq.MAXMSGSIZE, m.MAX_WORK_MESSAGE)  # no route is taken over
             self.work.setsockopt(zmq.SNDHWM, 64)
             self.work.bind(self.work_endpoint)
-            self.hb_endpoint = self.home.endpoint("heartbeat.sock")
-            self.hb = self.ctx.socket(zmq.PAIR)
+            self.hb_endpoint = f"ipc://{folder / 'heartbeat.sock'}"
+            self.hb = self.ctx.socket(zmq.ROUTER)  # not PAIR: the first to connect would own it
+            self.hb.setsockopt(zmq.ROUTER_MANDATORY, 1)
             self.hb.setsockopt(zmq.MAXMSGSIZE, m.MAX_SMALL_MESSAGE)
             self.hb.bind(self.hb_endpoint)
             self.control = self.ctx.socket(zmq.ROUTER)
             self.control.setsockopt(zmq.MAXMSGSIZE, m.MAX_SMALL_MESSAGE)
-            self.control.bind(self.home.endpoint("control.sock"))
+            self.control.bind(f"ipc://{folder / 'control.sock'}")
             self.events = self.ctx.socket(zmq.XPUB)
             self.events.setsockopt(zmq.XPUB_VERBOSE, 1)
             self.events.setsockopt(zmq.SNDHWM, 1000)
-            self.events.bind(self.home.endpoint("events.sock"))
+            self.events.bind(f"ipc://{folder / 'events.sock'}")
         finally:
             os.umask(old_umask)
 
     def _close_sockets(self) -> None:
         self.ctx.destroy(linger=0)
-        folder = self.home.socket_dir()
+        folder = self.sock_dir
         clear_stale_sockets(folder)
         if folder != self.home.run:
             self.home.run_pointer.unlink(missing_ok=True)
@@ -476,14 +476,14 @@ class Supervisor:
                 continue
             identity, payload = frames
             slot = next((s for s in self.slots if s.identity == identity), None)
+            if slot is None:  # not a process this supervisor spawned (or one since replaced)
+                log.warning("work.unknown_peer frames=%d: dropped (not a worker this "
+                            "supervisor spawned)", len(frames))
+                continue
             try:
                 msg = m.from_worker.decode(payload)
             except m.DecodeError as e:
-                log.warning("work.malformed slot=%s reason=%s: dropped",
-                            identity[:16].decode(errors="replace"), e)
-                continue
-            if slot is None:
-                log.warning("work.unknown_worker identity=%r: dropped", identity[:16])
+                log.warning("work.malformed slot=%s reason=%s: dropped", slot.name, e)
                 continue
             slot.last_seen = time.monotonic()
             if isinstance(msg, m.Ready):
@@ -605,24 +605,26 @@ class Supervisor:
 
     def _spawn_heartbeat(self) -> None:
         cfg = self.run_cfg
+        self.hb_identity = new_identity()
         self.hb_proc = procs.spawn("node.daemon.heartbeat", [
             "--node-id", str(self.node_id), "--coordinator", cfg.settings.coordinator,
             "--connect", self.hb_endpoint, "--interval-ms",
             str(int(self.heartbeat_interval * 1000)), "--parent-pid", str(os.getpid()),
             "--first-seq", str(self.beat_seq + 2),  # +2: the dead one may have sent one more
             "--node-version", cli_version()],
-            stdin=subprocess.PIPE)
-        assert self.hb_proc.stdin is not None
-        self.hb_proc.stdin.write(cfg.secret.hex().encode() + b"\n")  # a pipe, never a socket
-        self.hb_proc.stdin.close()
+            handover=[self.hb_identity, cfg.secret.hex().encode()])  # a pipe, never a socket
         log.info("heartbeat.spawned pid=%s interval=%.1fs", self.hb_proc.pid,
                  self.heartbeat_interval)
 
     async def _recv_heartbeat(self) -> None:
         while True:
-            payload = await self.hb.recv()
+            frames = await self.hb.recv_multipart()
+            if len(frames) != 2 or frames[0] != self.hb_identity:
+                log.warning("heartbeat.unknown_peer frames=%d: dropped (not the heartbeat "
+                            "process this supervisor spawned)", len(frames))
+                continue
             try:
-                msg = m.from_heartbeat.decode(payload)
+                msg = m.from_heartbeat.decode(frames[1])
             except m.DecodeError as e:
                 log.warning("heartbeat.malformed reason=%s: dropped", e)
                 continue
@@ -641,8 +643,8 @@ class Supervisor:
     async def _send_load(self) -> None:
         busy = sum(1 for s in self.slots if s.job)
         ready = sum(1 for s in self.slots if s.ready and not s.retiring)
-        await self._send(self.hb, m.encoder.encode(m.Load(busy=busy, slots=ready,
-                                                          served=self.served)))
+        await self._send(self.hb, self.hb_identity,
+                         m.encoder.encode(m.Load(busy=busy, slots=ready, served=self.served)))
 
     # --- control socket -------------------------------------------------------------------
 
@@ -944,7 +946,7 @@ class Supervisor:
             await asyncio.wait(set(self.writes), timeout=5.0)
         for task in list(self.deliveries) + list(self.tasks):
             task.cancel()
-        await self._send(self.hb, m.encoder.encode(m.StopHeartbeat()))
+        await self._send(self.hb, self.hb_identity, m.encoder.encode(m.StopHeartbeat()))
         for slot in self.slots:
             await self._send_stop(slot)
         grace = 1.0 if self.abandon else pool.KILL_GRACE

@@ -56,11 +56,10 @@ def render(spec: Spec) -> str:
         user = ""
         wanted_by = "default.target"
     paths = [quote(str(home))]
-    socket_dir = spec.home.socket_dir()
     if _under(home, "/tmp") or _under(home, "/var/tmp"):
         private_tmp = ("# PrivateTmp is off: the node home is in a temporary folder that a\n"
                        "# private /tmp would hide.\nPrivateTmp=no")
-    elif socket_dir != spec.home.run:
+    elif not spec.home.sockets_fit_in_run:
         private_tmp = ("# PrivateTmp is off: the home path is too long for ipc:// sockets, so\n"
                        "# they live in /tmp, where `parallelix-node status` must find them.\n"
                        "PrivateTmp=no")
