@@ -4,14 +4,17 @@ Attackers are other local users (played by `nobody` when the tests run as root, 
 their own: the checkout may be in a 0700 folder) and other processes of the operator's user
 that connect to the daemon's sockets."""
 import hashlib
+import http.server
 import json
 import os
 import shutil
 import signal
+import ssl
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -309,3 +312,41 @@ def control_answers(home: Path) -> list:
         return answers
     finally:
         ctx.destroy(linger=0)
+
+
+def test_a_coordinator_whose_certificate_does_not_verify_gets_nothing(node_home, tmp_path,
+                                                                      standin):
+    """An https coordinator with a certificate no trusted authority signed (what a host
+    between the node and the coordinator would present): no request gets through, attach
+    keeps retrying, nothing is signed for it."""
+    home, _ = node_home
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=30)
+    seen: list[str] = []
+
+    class Record(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        do_POST = do_GET
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Record)
+    server.handle_error = lambda *a: None     # failed handshakes are the point
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"https://127.0.0.1:{server.server_address[1]}"
+        with run_daemon(home, 7, url, standin) as node:
+            node.wait_event(lambda e: is_event("attach.retry")(e) and e["in"] == "2s")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == []
+    assert not any(is_event("attached")(e) for e in node.events)
