@@ -9,11 +9,11 @@ sequence in them must never reach an operator's terminal raw, and a value that r
 cannot forge fields in the log or in `start --json`."""
 import json
 import logging
+import re
 import sys
 import time
 
 from workers.escape import escape_controls
-
 
 _FIELD_LIKE = re.compile(r'(?:^|\s)[^\W\d]\w*=|"')
 
