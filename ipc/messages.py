@@ -92,6 +92,7 @@ class Load(_Msg):
     busy: int
     slots: int
     served: int
+    accepting: bool = False   # PROTOCOL.md load.accepting: false while paused, draining, or no slot ready
 
 
 class StopHeartbeat(_Msg):

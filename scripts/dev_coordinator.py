@@ -203,14 +203,18 @@ class HeartbeatMsg:
     node_id: int
     timestamp: int
     seq: int
-    load: dict[str, int]
+    load: dict[str, Any]
     signature: str
 
     @classmethod
     def parse(cls, body: Any) -> HeartbeatMsg:
         f = Fields(body, "body")
         load = f.obj("load")
-        counts = {k: load.int(k, 0) for k in ("busy", "slots", "served")}
+        counts: dict[str, Any] = {k: load.int(k, 0) for k in ("busy", "slots", "served")}
+        accepting = load.data.get("accepting")
+        if accepting is not None and not isinstance(accepting, bool):
+            raise load._bad("accepting", "a boolean")
+        counts["accepting"] = accepting  # None from a node that does not send it
         return cls(f.int("nodeId", 1), f.int("timestamp", 0), f.int("seq", 1), counts, f.str("signature"))
 
 

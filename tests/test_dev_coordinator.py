@@ -177,7 +177,8 @@ def test_heartbeat_recorded_with_increasing_seq(signer, other):
         r = requests.post(f"{url}/operator/heartbeat", json=body)
         assert r.status_code == 400 and error_of(r) == "bad_signature"
 
-        for field, value in (("seq", "6"), ("seq", 0), ("load", {"busy": True, "slots": 2, "served": 0})):
+        for field, value in (("seq", "6"), ("seq", 0), ("load", {"busy": True, "slots": 2, "served": 0}),
+                             ("load", {"busy": 0, "slots": 2, "served": 0, "accepting": "yes"})):
             body = node.heartbeat_body(6)
             body[field] = value
             r = requests.post(f"{url}/operator/heartbeat", json=body)

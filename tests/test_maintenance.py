@@ -91,7 +91,9 @@ def test_pause_stops_polls_heartbeats_go_on_not_accepting_and_resume_serves(node
                                "--heartbeat-ms", "300") as (_, url):
         with run_daemon(home, NODE_ID, url, standin, "--metrics", "0") as node:
             metrics = node.wait_event(is_event("metrics.listening"))["url"]
-            wait_for(url, lambda s: s["polls"] >= 2, timeout=30, what="polling")
+            wait_for(url, lambda s: s["polls"] >= 2 and any(
+                b["load"]["accepting"] for b in s["heartbeats"]), timeout=30,
+                what="polling, and a heartbeat saying accepting")
             watch = subprocess.Popen([sys.executable, "-m", "node.cli", "status", "--watch",
                                       "--json"], cwd=ROOT, env=clean_env(home),
                                      stdout=subprocess.PIPE, text=True)
@@ -103,8 +105,9 @@ def test_pause_stops_polls_heartbeats_go_on_not_accepting_and_resume_serves(node
             before, after = polls_stop_after(url, 6.0)  # longer than a long poll (5 s)
             assert after == before, "the node polled while paused"
             rid = admin(url, "enqueue", {"prompt": "while paused"})["requestId"]
-            wait_for(url, lambda s: len(s["heartbeats"]) >= paused_at + 3, timeout=10,
-                     what="heartbeats while paused")
+            beats = wait_for(url, lambda s: len(s["heartbeats"]) >= paused_at + 3, timeout=10,
+                             what="heartbeats while paused")["heartbeats"][paused_at + 1:]
+            assert [b["load"]["accepting"] for b in beats] == [False] * len(beats), beats
             assert rid in stats(url)["queued"]
             text = requests.get(metrics, timeout=5).text
             assert "parallelix_node_paused 1.0" in text and "parallelix_node_accepting 0.0" in text

@@ -75,7 +75,8 @@ class HeartbeatLoop:
     def _beat(self, next_beat: float) -> None:
         """One heartbeat; a failure is retried with a short backoff until the next is due."""
         self.seq += 1
-        load = {"busy": self.load.busy, "slots": self.load.slots, "served": self.load.served}
+        load = {"busy": self.load.busy, "slots": self.load.slots, "served": self.load.served,
+                "accepting": self.load.accepting}
         delay = 0.5
         while True:
             try:

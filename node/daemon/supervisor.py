@@ -644,7 +644,8 @@ class Supervisor:
         busy = sum(1 for s in self.slots if s.job)
         ready = sum(1 for s in self.slots if s.ready and not s.retiring)
         await self._send(self.hb, self.hb_identity,
-                         m.encoder.encode(m.Load(busy=busy, slots=ready, served=self.served)))
+                         m.encoder.encode(m.Load(busy=busy, slots=ready, served=self.served,
+                                                 accepting=self._accepting())))
 
     # --- control socket -------------------------------------------------------------------
 
