@@ -310,3 +310,15 @@ def test_worker_exits_at_start_when_its_parent_is_not_the_supervisor(sup: Router
     assert proc.returncode == 0
     assert "died before the worker started" in proc.stderr
     assert sup.silent(0.2)  # it never said Ready
+
+
+def test_worker_without_its_identity_on_stdin_exits_2_with_one_line(sup: Router,
+                                                                    ollama: str) -> None:
+    """Started by hand (not by `start`), a worker has no identity to connect with: it says
+    so and exits, and never reaches the supervisor's socket."""
+    proc = subprocess.run(worker_command(ollama, sup.endpoint, "--parent-pid", str(os.getpid())),
+                          cwd=ROOT, capture_output=True, text=True, timeout=30, input="")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not by hand" in lines[0] and "Traceback" not in proc.stderr
+    assert sup.silent(0.2)
