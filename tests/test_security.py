@@ -243,7 +243,8 @@ def test_the_key_reaches_no_cmdline_env_file_log_or_answer_through_respawn_and_s
         node_home, standin):
     """The key is read by the supervisor and handed to the heartbeat over a pipe; nothing
     else ever holds it. Checked across a heartbeat respawn and a SIGHUP, with cores off in
-    every process and the control socket answering status and nothing else."""
+    every process and the control socket refusing every message that is not one of its own
+    requests (status, pause, resume, drain)."""
     home, address = node_home
     key_hex = (home / "node.key").read_text().strip().removeprefix("0x").lower()
 
