@@ -135,6 +135,9 @@ def test_a_paused_node_stays_paused_across_a_restart(node_home, standin):
             node.signal(signal.SIGTERM)
             assert node.wait_exit(30) == 0
         assert json.loads((home / "state.json").read_text())["paused"] is True
+        offline = run_cli(home, "status")
+        assert re.search(r"^maintenance +paused: the next start starts paused", offline.stdout,
+                         re.M), offline.stdout
         with run_daemon(home, NODE_ID, url, standin) as node:
             node.wait_event(is_event("maintenance.paused"))
             before, after = polls_stop_after(url, 1.0)

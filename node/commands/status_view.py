@@ -31,6 +31,7 @@ def offline_status(home: Home, settings: Any) -> dict[str, Any]:
         "ollama": [w.ollama for w in settings.workers],
         "model": settings.model,
         "network": network,
+        "paused": saved.get("paused") is True,   # the live answer replaces it while one runs
         "home": str(home.root),
         "log": str(home.log),
         "warning": _warning(home),
@@ -83,6 +84,9 @@ def render_status(doc: dict[str, Any]) -> list[str]:
         rows += _live_rows(doc)
     else:
         rows.append(("daemon", "not running (or not answering)"))
+        if doc.get("paused"):
+            rows.append(("maintenance", "paused: the next start starts paused "
+                                        "(parallelix-node resume once it runs)"))
     rows.append(("home", _fmt(doc.get("home"))))
     if doc.get("warning"):
         rows.append(("warning", doc["warning"]))
