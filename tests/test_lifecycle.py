@@ -146,7 +146,7 @@ def test_sigstop_of_a_worker_is_detected_and_replaced(node_home, standin):
                                    and e.get("slot") == victim["slot"], timeout=30)
             node.wait_event(lambda e: e.get("event") == "worker.ready"
                             and e.get("slot") == victim["slot"]
-                            and e.get("pid") != str(victim["pid"]), timeout=30)
+                            and e.get("pid") != victim["pid"], timeout=30)
             assert wait_until(lambda: gone(victim["pid"]), 10, "the stopped worker killed") >= 0
             assert live(home)["workers"][0]["pid"] != victim["pid"]
     assert "ping" in hung["reason"]
