@@ -24,10 +24,13 @@ class _Msg(msgspec.Struct, tag=True, tag_field="type", frozen=True, forbid_unkno
 # --- work socket ---------------------------------------------------------------------------
 
 class Ready(_Msg):
-    """A worker is up (sent once at start, and again after each Stop-less reconnect)."""
+    """A worker is up, and whether its Ollama answers. Sent once the first probe of Ollama has
+    a verdict, again whenever that verdict changes, and again after each ZeroMQ reconnect."""
     slot: str
     pid: int
     endpoint: str
+    ollama_up: bool = True
+    reason: str = ""          # why Ollama is taken to be down ("" when up)
 
 
 class Job(_Msg):
@@ -88,10 +91,12 @@ FromWorker = Union[Ready, Done, Failed, Pong]
 # --- heartbeat socket ----------------------------------------------------------------------
 
 class Load(_Msg):
-    """The supervisor's current load; arriving at all is the supervisor's sign of life."""
+    """The supervisor's current load (PROTOCOL.md heartbeat `load`); arriving at all is the
+    supervisor's sign of life."""
     busy: int
     slots: int
     served: int
+    ready: int = 0            # PROTOCOL.md load.ready: slots up whose Ollama answers
     accepting: bool = False   # PROTOCOL.md load.accepting: false while paused, draining, or no slot ready
 
 
@@ -149,6 +154,8 @@ class WorkerStatus(msgspec.Struct, frozen=True, rename="camel"):
     failed: int
     restarts: int
     last_failure: str | None = None  # "code: reason" of its latest failed request
+    ready: bool = False                 # the worker is up and its Ollama answers
+    waiting_for: str | None = None      # why not: the endpoint it waits for, and the reason
 
 
 class StatusReply(msgspec.Struct, tag=True, tag_field="type", frozen=True, rename="camel"):
@@ -172,6 +179,7 @@ class StatusReply(msgspec.Struct, tag=True, tag_field="type", frozen=True, renam
     draining: bool = False               # the daemon exits once in flight and outbox are empty
     in_flight: int = 0                   # requests taken and not yet answered by a worker
     delivery_error: str | None = None    # why results wait in the outbox, while they do
+    accepting: bool = False
 
 
 class ControlError(msgspec.Struct, tag=True, tag_field="type", frozen=True):

@@ -124,6 +124,12 @@ class Fields:
             raise self._bad(key, "one of " + "|".join(choices))
         return value
 
+    def bool(self, key: str) -> bool:
+        value = self._get(key, False)
+        if not isinstance(value, bool):
+            raise self._bad(key, "true or false")
+        return value
+
     def obj(self, key: str, optional: bool = False) -> Fields | None:
         value = self._get(key, optional)
         if value is None and optional:
@@ -159,11 +165,13 @@ def check_manifest(manifest: dict[str, Any]) -> int:
         g.str("vendor")
         g.str("name")
         g.int("vramMiB", 0)
-    for i, name in enumerate(m.list("models")):
+    models = m.list("models")
+    for i, name in enumerate(models):
         if not isinstance(name, str):
             raise ApiError("bad_request", f"manifest.models[{i}] must be a string")
     m.int("workers", 1)
-    m.obj("ollama").str("version")
+    if m.obj("ollama").str("version", nullable=True) is None and models:  # PROTOCOL.md
+        raise ApiError("bad_request", "manifest.models must be empty when manifest.ollama.version is null")
     return tier
 
 
@@ -210,11 +218,8 @@ class HeartbeatMsg:
     def parse(cls, body: Any) -> HeartbeatMsg:
         f = Fields(body, "body")
         load = f.obj("load")
-        counts: dict[str, Any] = {k: load.int(k, 0) for k in ("busy", "slots", "served")}
-        accepting = load.data.get("accepting")
-        if accepting is not None and not isinstance(accepting, bool):
-            raise load._bad("accepting", "a boolean")
-        counts["accepting"] = accepting  # None from a node that does not send it
+        counts: dict[str, Any] = {k: load.int(k, 0) for k in ("busy", "slots", "ready", "served")}
+        counts["accepting"] = load.bool("accepting")
         return cls(f.int("nodeId", 1), f.int("timestamp", 0), f.int("seq", 1), counts, f.str("signature"))
 
 

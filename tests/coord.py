@@ -154,7 +154,7 @@ class FakeNode:
     def heartbeat_body(self, seq: int, timestamp: int | None = None) -> dict[str, Any]:
         ts = now_ms() if timestamp is None else timestamp
         return {"nodeId": self.node_id, "timestamp": ts, "seq": seq,
-                "load": {"busy": 0, "slots": 2, "served": seq},
+                "load": {"busy": 0, "slots": 2, "ready": 2, "accepting": True, "served": seq},
                 "signature": self.signer.sign(f"parallelix-node:heartbeat:{self.node_id}:{ts}")}
 
     def heartbeat(self, seq: int, **kw: Any) -> requests.Response:

@@ -100,6 +100,16 @@ def test_attach_ok_with_configured_intervals_and_key_hash_registration(signer):
     assert re.search(rf"attach from node {NODE}: timestamp ok .*, manifest ok, signature ok -> 200", proc.log)
 
 
+def test_attach_without_ollama_is_accepted(signer):
+    """PROTOCOL.md: a node whose Ollama does not answer attaches with version null, no models."""
+    with start_dev_coordinator("--node", f"{NODE}={signer.address}") as (_, url):
+        node = FakeNode(url, NODE, signer)
+        manifest = {**sample_manifest(), "models": [], "ollama": {"version": None}}
+        r = node.attach(manifest=manifest)
+        assert r.status_code == 200, r.text
+        assert stats(url)["attaches"][0]["manifest"]["ollama"] == {"version": None}
+
+
 def test_attach_rejections(signer, other):
     with start_dev_coordinator("--node", f"{NODE}={signer.address}") as (proc, url):
         node = FakeNode(url, NODE, signer)
@@ -149,6 +159,10 @@ def test_attach_rejections(signer, other):
             r = post(body)
             assert r.status_code == 400 and error_of(r) == "bad_request", (field, r.text)
 
+        no_ollama_but_models = {**sample_manifest(), "ollama": {"version": None}}
+        r = node.attach(manifest=no_ollama_but_models)
+        assert r.status_code == 400 and "manifest.models must be empty" in r.json()["detail"]
+
         s = stats(url)
         assert s["attaches"] == []
         codes = [f["error"] for f in s["verificationFailures"]]
@@ -177,8 +191,11 @@ def test_heartbeat_recorded_with_increasing_seq(signer, other):
         r = requests.post(f"{url}/operator/heartbeat", json=body)
         assert r.status_code == 400 and error_of(r) == "bad_signature"
 
-        for field, value in (("seq", "6"), ("seq", 0), ("load", {"busy": True, "slots": 2, "served": 0}),
-                             ("load", {"busy": 0, "slots": 2, "served": 0, "accepting": "yes"})):
+        load = {"busy": 0, "slots": 2, "ready": 2, "accepting": True, "served": 0}
+        for field, value in (("seq", "6"), ("seq", 0), ("load", {**load, "busy": True}),
+                             ("load", {**load, "accepting": "yes"}),
+                             ("load", {**load, "accepting": 1}),
+                             ("load", {k: v for k, v in load.items() if k != "ready"})):
             body = node.heartbeat_body(6)
             body[field] = value
             r = requests.post(f"{url}/operator/heartbeat", json=body)

@@ -263,3 +263,51 @@ def test_a_request_whose_second_worker_dies_too_is_reported_failed_once(node_hom
     assert second["slot"] != first["slot"]
     assert [f["code"] for f in done["failureReports"]] == ["inference_failed"]
     assert done["accepted"] == 0 and "died" in done["failureReports"][0]["message"]
+
+
+def test_workers_killed_after_serving_are_replaced_at_once(node_home, standin):
+    """DESIGN.md: a worker that served and then died is replaced at once (an OOM killer on a
+    busy host); only workers that die before doing any work back off."""
+    home, address = node_home
+    count, kills = 150, 8
+    prompts = sum((["--prompt", f"k{i} [[sleep:100]]"] for i in range(count)), [])
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}", *prompts) as (_, url):
+        with run_daemon(home, NODE_ID, url, standin, "--workers", "3") as node:
+            node.wait_event(is_event("attached"))
+            first_seen: dict[int, int] = {}  # pid -> its slot's served count when first seen
+            killed: list[int] = []
+
+            def kill_one_that_served() -> bool:
+                for w in live(home)["workers"]:
+                    pid = w["pid"]
+                    if pid is None or pid in killed:
+                        continue
+                    if w["served"] > first_seen.setdefault(pid, w["served"]):
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                        return True
+                return False
+
+            for _ in range(kills):
+                wait_until(kill_one_that_served, 30, "a worker that finished a request")
+            done = wait_for(url, lambda s: s["done"], timeout=90, what="all served")
+        replaced = [e for e in node.events if e.get("event") == "worker.replaced"]
+    assert len(replaced) == kills and all(e["respawn_in"] == "0.0s" for e in replaced), replaced
+    assert len(done["results"]) == count and done["duplicateCount"] == 0
+
+
+def test_workers_dying_before_any_work_back_off(node_home, standin):
+    home, address = node_home
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}") as (_, url):
+        with run_daemon(home, NODE_ID, url, standin, "--workers", "1") as node:
+            node.wait_event(is_event("attached"))
+            delays = []
+            for n in (1, 2):
+                pid = live(home)["workers"][0]["pid"]
+                os.kill(pid, signal.SIGKILL)
+                replaced = node.wait_event(lambda e: e.get("event") == "worker.replaced"
+                                           and e.get("restarts") == str(n))
+                delays.append(float(replaced["respawn_in"].rstrip("s")))
+                node.wait_event(lambda e: e.get("event") == "worker.ready"
+                                and e.get("pid") != str(pid) and e.get("slot") == "w0")
+    assert 0.8 <= delays[0] <= 1.2 and 1.6 <= delays[1] <= 2.4, delays

@@ -7,13 +7,14 @@ The supervisor starts it by exec:
         [--first-chunk-timeout 300] [--idle-timeout 60]
 
 It reads its routing identity from stdin (ipc/handover.py: random per spawn; the supervisor
-accepts messages only from it), connects a DEALER with it to the supervisor's ROUTER, sends
-`Ready`, then answers `Job` with `Done`/`Failed`, `Ping` with `Pong`, and `Stop` by exiting once
-the job in progress is answered (ipc/messages.py). Jobs run in one long-lived thread so Pings
-are answered while Ollama streams; only the main thread touches the socket. SIGINT is ignored
-(Ctrl-C reaches the whole process group; the supervisor coordinates shutdown); SIGTERM acts
-like `Stop`. When the supervisor dies the worker exits within about a second, abandoning any
-job (nobody is left to answer).
+accepts messages only from it) and connects a DEALER with it to the supervisor's ROUTER. It
+sends `Ready` once its first probe of Ollama has a verdict (workers/health.py), again whenever
+that verdict changes and after every reconnect; it answers `Job` with `Done`/`Failed`, `Ping`
+with `Pong`, and `Stop` by exiting once the job in progress is answered (ipc/messages.py). Jobs
+run in one long-lived thread so Pings are answered while Ollama streams; only the main thread
+touches the socket. SIGINT is ignored (Ctrl-C reaches the whole process group; the supervisor
+coordinates shutdown); SIGTERM acts like `Stop`. When the supervisor dies the worker exits
+within about a second, abandoning any job (nobody is left to answer).
 """
 import argparse
 import contextlib
@@ -28,11 +29,13 @@ from collections.abc import Callable
 
 import msgspec
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from ipc.handover import HandoverError, read_handover
 from ipc.messages import (MAX_WORK_MESSAGE, DecodeError, Done, Failed, FromWorker, Job, Ping,
                           Pong, Ready, Stop, encoder, to_worker)
 from workers.generate import Generator, Timeouts
+from workers.health import OllamaHealth
 from workers.logfmt import log_to_stderr
 from workers.parent import parent_gone, term_on_parent_death
 
@@ -43,9 +46,13 @@ SEND_TIMEOUT_MS = 3000    # a send blocks at most this long when the supervisor 
 FLUSH_ON_EXIT_MS = 2000   # after the last answer, wait this long for it to leave the socket
 
 
+# A job failing this way may mean Ollama is gone: probe it before answering.
+SUSPECT_CODES = ("inference_failed", "timeout")
+
+
 class Worker:
-    """The socket loop. Answers from the job thread come back through a queue, and a byte on a
-    socketpair wakes the poll (the same socketpair is the signal wakeup fd)."""
+    """The socket loop. Messages from the job and health threads come back through a queue,
+    and a byte on a socketpair wakes the poll (the same socketpair is the signal wakeup fd)."""
 
     def __init__(self, slot: str, identity: bytes, endpoint: str,
                  run_job: Callable[[Job], Done | Failed], parent_pid: int) -> None:
@@ -54,12 +61,18 @@ class Worker:
         self._parent_pid = parent_pid
         self._current: Job | None = None
         self._stopping = False
-        self._answers: queue.SimpleQueue[Done | Failed] = queue.SimpleQueue()
+        self._outgoing: queue.SimpleQueue[FromWorker] = queue.SimpleQueue()
+        self._ready: Ready | None = None      # the last Ready sent: repeated after a reconnect
         self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
         threading.Thread(target=self._run_jobs, name="jobs", daemon=True).start()
         self._wake_r, self._wake_w = socket.socketpair()
         for s in (self._wake_r, self._wake_w):
             s.setblocking(False)
+        self.health = OllamaHealth(endpoint, self._on_health)
+
+    def _on_health(self, up: bool, reason: str) -> None:
+        self._queue(Ready(slot=self.slot, pid=os.getpid(), endpoint=self.endpoint,
+                          ollama_up=up, reason=reason[:300]))
 
     def serve(self, connect: str) -> int:
         """Run until Stop/SIGTERM (exit status 0) or the supervisor's death; return the status."""
@@ -70,15 +83,16 @@ class Worker:
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_WORK_MESSAGE)
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
+        monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED)
         sock.connect(connect)
         signal.set_wakeup_fd(self._wake_w.fileno())
         signal.signal(signal.SIGTERM, self._on_sigterm)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        self.health.start()
         try:
-            if not self._send(sock, Ready(slot=self.slot, pid=os.getpid(), endpoint=self.endpoint)):
-                return 1
             while True:
                 if parent_gone(self._parent_pid):
                     log.warning("supervisor (pid %d) is gone; exiting", self._parent_pid)
@@ -88,14 +102,33 @@ class Worker:
                     log.info("stopped")
                     return 0
                 events = dict(poller.poll(TICK_MS))
+                if monitor in events:
+                    self._reconnected(sock, monitor)
                 if self._wake_r.fileno() in events:
-                    self._deliver_answers(sock)
+                    self._flush(sock)
                 if sock in events:
                     self._receive(sock)
         finally:
             signal.set_wakeup_fd(-1)
+            sock.disable_monitor()
+            monitor.close()
             sock.close()
             ctx.term()
+
+    def _reconnected(self, sock: zmq.Socket, monitor: zmq.Socket) -> None:
+        """A (re)connection to the supervisor: say Ready again, or its slot may stay unready
+        (a ROUTER forgets a peer that went away, and a dispatch to it fails)."""
+        while monitor.poll(0):
+            recv_monitor_message(monitor)
+        if self._ready is not None:
+            log.info("connected to the supervisor: saying Ready again")
+            self._send(sock, self._ready)
+
+    def _queue(self, msg: FromWorker) -> None:
+        """Hand a message to the socket thread (the only one that may touch the socket)."""
+        self._outgoing.put(msg)
+        with contextlib.suppress(BlockingIOError):
+            self._wake_w.send(b"j")
 
     def _on_sigterm(self, signum: int, frame: object) -> None:
         self._stopping = True
@@ -117,14 +150,17 @@ class Worker:
             log.error("could not send %s: the supervisor is not connected", type(msg).__name__)
             return False
 
-    def _deliver_answers(self, sock: zmq.Socket) -> None:
+    def _flush(self, sock: zmq.Socket) -> None:
         with contextlib.suppress(BlockingIOError):
             while self._wake_r.recv(4096):
                 pass
-        while not self._answers.empty():
-            answer = self._answers.get()
-            self._current = None
-            self._send(sock, answer)  # a failure is logged once, by the supervisor, with its id
+        while not self._outgoing.empty():
+            msg = self._outgoing.get()
+            if isinstance(msg, Ready):
+                self._ready = msg
+            elif isinstance(msg, (Done, Failed)):
+                self._current = None  # a failure is logged once, by the supervisor, with its id
+            self._send(sock, msg)
 
     def _receive(self, sock: zmq.Socket) -> None:
         while True:
@@ -166,9 +202,9 @@ class Worker:
                 log.exception("job %d crashed", job.job)
                 answer = Failed(job=job.job, request_id=job.request_id, code="inference_failed",
                                 message=f"worker error: {type(e).__name__}: {e}")
-            self._answers.put(answer)
-            with contextlib.suppress(BlockingIOError):
-                self._wake_w.send(b"j")
+            if isinstance(answer, Failed) and answer.code in SUSPECT_CODES:
+                self.health.recheck()  # queues Ready(ollama_up=False) ahead of it if gone
+            self._queue(answer)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

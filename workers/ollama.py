@@ -92,8 +92,9 @@ def get_json(base: str, path: str, http: httpclient.Client | None = None,
                           "OLLAMA_HOST", resp.status) from None
 
 
-def get_version(base: str, http: httpclient.Client | None = None) -> str:
-    body = get_json(base, "/api/version", http)
+def get_version(base: str, http: httpclient.Client | None = None,
+                timeout: float = READ_TIMEOUT) -> str:
+    body = get_json(base, "/api/version", http, timeout)
     if not isinstance(body, dict) or not isinstance(body.get("version"), str):
         raise OllamaError(f"{base} answered /api/version without a version: is something other "
                           "than Ollama listening there? check --ollama / OLLAMA_HOST", 200)

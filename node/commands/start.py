@@ -101,10 +101,9 @@ def prepare(settings, secret: bytes, gpu: bool | None, graceful_timeout: float, 
     """Probe the machine and Ollama, and build the signed-manifest inputs."""
     from node.machine.hardware import probe_hardware
     from node.identity import Signer
-    from node.daemon.manifest import build_manifest
+    from node.daemon.manifest import build_manifest, survey_ollama
     from node.daemon.supervisor import NodeRun
     from node.machine.tier import tier_for
-    from workers.ollama import OllamaError, get_version, has_model, list_models
 
     hw = probe_hardware()
     if gpu and not hw.gpus:
@@ -112,22 +111,15 @@ def prepare(settings, secret: bytes, gpu: bool | None, graceful_timeout: float, 
                           "drop --gpu or use --cpu")
     cpu_only = gpu is False
     tier = tier_for(hw, cpu_only=cpu_only)
-    models: list[str] = []
-    version = None
-    for spec in settings.workers:
-        try:
-            version = version or get_version(spec.ollama)
-            found = list_models(spec.ollama)
-        except OllamaError as e:
-            log.warning("ollama.unavailable endpoint=%s reason=%s: requests will fail until "
-                        "it answers", spec.ollama, e)
-            continue
-        models += [m["name"] for m in found]
-        if not has_model(found, settings.model):
-            log.warning("ollama.model_missing endpoint=%s model=%s: run `parallelix-node "
-                        "models pull %s`", spec.ollama, settings.model, settings.model)
+    survey = survey_ollama([spec.ollama for spec in settings.workers], settings.model)
+    for endpoint, reason in survey.down.items():
+        log.warning("ollama.unavailable endpoint=%s reason=%s: the node attaches but takes no "
+                    "requests for this endpoint until it answers", endpoint, reason)
+    for endpoint in survey.missing_model:
+        log.warning("ollama.model_missing endpoint=%s model=%s: run `parallelix-node "
+                    "models pull %s`", endpoint, settings.model, settings.model)
     signer = Signer(secret)
-    manifest = build_manifest(hw, tier, models, settings.slots, version)
+    manifest = build_manifest(hw, tier, survey.models, settings.slots, survey.version)
     log.info("starting node=%s address=%s tier=%d workers=%d coordinator=%s", settings.node_id,
              signer.address, tier, settings.slots, settings.coordinator)
     return NodeRun(settings=settings, node_id=settings.node_id, signer=signer, secret=secret,

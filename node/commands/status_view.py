@@ -123,8 +123,13 @@ def _live_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
                                     "(parallelix-node resume cancels)"))
     elif doc.get("paused"):
         rows.append(("maintenance", "paused: takes no new requests (parallelix-node resume)"))
+    waiting = sorted({w["waitingFor"] for w in doc.get("workers") or [] if w.get("waitingFor")})
+    why = ("draining" if doc.get("draining") else "paused" if doc.get("paused") else
+           "waiting for " + "; ".join(waiting) if waiting else "")
+    rows.append(("accepting", "yes" if doc.get("accepting") else f"no: {why}" if why else "no"))
     for w in doc.get("workers") or []:
-        busy = f"busy {w.get('requestId') or ''}".strip() if w.get("busy") else "idle"
+        busy = f"busy {w.get('requestId') or ''}".strip() if w.get("busy") else \
+            "idle" if w.get("ready") else "not ready"
         rows.append((f"worker {w.get('slot')}",
                      f"pid {_fmt(w.get('pid'))} {busy} on {w.get('endpoint')} "
                      f"({w.get('served')} served, {w.get('failed')} failed, "

@@ -34,12 +34,14 @@ class HeartbeatLoop:
                  sock: zmq.Socket, first_seq: int = 1, version: str | None = None) -> None:
         self.signer, self.node_id, self.interval, self.sock = signer, node_id, interval, sock
         self.coord = Coordinator(coordinator, timeout=BEAT_TIMEOUT, version=version)
-        self.load = m.Load(busy=0, slots=0, served=0)
+        self.load: m.Load | None = None  # no beat before the supervisor said what it is
         self.last_supervisor = time.monotonic()
         self.seq = first_seq - 1  # counts up across respawns within one daemon run
         self.silence_limit = max(SILENCE_LIMIT * interval, MIN_SILENCE)
 
     def run(self) -> None:
+        while self.load is None:  # the first beat carries real figures, not made-up zeros
+            self._drain(self.interval)
         next_beat = time.monotonic()
         while True:
             self._drain(max(0.0, next_beat - time.monotonic()))
@@ -75,8 +77,8 @@ class HeartbeatLoop:
     def _beat(self, next_beat: float) -> None:
         """One heartbeat; a failure is retried with a short backoff until the next is due."""
         self.seq += 1
-        load = {"busy": self.load.busy, "slots": self.load.slots, "served": self.load.served,
-                "accepting": self.load.accepting}
+        load = {"busy": self.load.busy, "slots": self.load.slots, "ready": self.load.ready,
+                "accepting": self.load.accepting, "served": self.load.served}
         delay = 0.5
         while True:
             try:

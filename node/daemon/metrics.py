@@ -239,7 +239,8 @@ def _worker_families(workers: tuple[WorkerView, ...]) -> Iterator[Metric]:
     up = GaugeMetricFamily("parallelix_worker_up", "1 while the slot's worker process runs.",
                            labels=labels)
     ready = GaugeMetricFamily("parallelix_worker_ready", "1 while the slot's worker said "
-                              "Ready and answers pings.", labels=labels)
+                              "Ready and its Ollama answers (counted in load.ready).",
+                              labels=labels)
     restarts = CounterMetricFamily("parallelix_worker_restarts", "Times the slot's worker "
                                    "was replaced after dying or hanging.", labels=labels)
     for w in workers:

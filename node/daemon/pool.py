@@ -30,12 +30,15 @@ class Slot:
     spec: WorkerSpec
     proc: subprocess.Popen | None = None
     identity: bytes = b""              # the process's routing id: random per spawn, a secret
-    ready: bool = False
+    ready: bool = False                # the worker said Ready: its process is up and talking
+    ollama_up: bool = False            # ...and its Ollama answers (the Ready's verdict)
+    ollama_reason: str = ""            # why its Ollama is taken to be down
     job: int = 0                       # job number in progress, 0 when idle
     spawned_at: float = 0.0
     last_seen: float = 0.0             # monotonic time of the last message from the worker
     last_ping: float = 0.0
     restarts: int = 0
+    worked: bool = False               # the worker in it answered a job: it is no crash loop
     failures_in_row: int = 0
     respawn_at: float = 0.0
     retiring: bool = False             # removed by a reload: not respawned
@@ -48,8 +51,13 @@ class Slot:
         return self.proc.pid if self.proc else None
 
     @property
+    def serving(self) -> bool:
+        """Counted in `load.ready` (PROTOCOL.md): up, its Ollama answers, not being retired."""
+        return self.ready and self.ollama_up and not self.retiring
+
+    @property
     def idle(self) -> bool:
-        return self.ready and self.job == 0 and not self.retiring
+        return self.serving and self.job == 0
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -60,20 +68,25 @@ def spawn_worker(slot: Slot, work_endpoint: str, parent_pid: int) -> None:
     slot.proc = procs.spawn("workers.inference", [
         "--slot", slot.name, "--endpoint", slot.spec.ollama, "--connect", work_endpoint,
         "--parent-pid", str(parent_pid)], handover=[slot.identity])
-    slot.ready, slot.job = False, 0
+    slot.ready, slot.ollama_up, slot.job, slot.worked = False, False, 0, False
     slot.spawned_at = slot.last_seen = time.monotonic()
     log.info("worker.spawned slot=%s pid=%s ollama=%s", slot.name, slot.pid, slot.spec.ollama)
 
 
 def schedule_respawn(slot: Slot, reason: str) -> None:
-    """Back off 1, 2, 4 … 60 s (with jitter) while a slot keeps failing young."""
+    """Replace a worker that answered a job at once (an OOM kill of a busy worker is no crash
+    loop); back off 1, 2, 4 … 60 s (with jitter) while a slot's workers die before any work."""
     now = time.monotonic()
-    young = now - slot.spawned_at < 30.0
-    slot.failures_in_row = slot.failures_in_row + 1 if young else 1
-    delay = min(BACKOFF_MAX, 2.0 ** (slot.failures_in_row - 1)) * random.uniform(0.8, 1.2)
+    if slot.worked:
+        slot.failures_in_row = 0
+        delay = 0.0
+    else:
+        young = now - slot.spawned_at < 30.0
+        slot.failures_in_row = slot.failures_in_row + 1 if young else 1
+        delay = min(BACKOFF_MAX, 2.0 ** (slot.failures_in_row - 1)) * random.uniform(0.8, 1.2)
     slot.respawn_at = now + delay
     slot.restarts += 1
-    slot.proc, slot.ready, slot.job = None, False, 0
+    slot.proc, slot.ready, slot.ollama_up, slot.job = None, False, False, 0
     level = logging.ERROR if slot.failures_in_row >= 5 else logging.WARNING
     log.log(level, "worker.replaced slot=%s reason=%s respawn_in=%.1fs restarts=%d",
             slot.name, reason, delay, slot.restarts)

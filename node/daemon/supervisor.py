@@ -32,7 +32,7 @@ from node.coordinator import Coordinator, CoordinatorError, Denied, Rejected, no
 from node.home import Home
 from node.identity import Signer, node_key_hash
 from node.daemon.inbox import InboxRequest, Malformed, parse_inbox
-from node.daemon.manifest import manifest_hash
+from node.daemon.manifest import manifest_hash, survey_ollama, with_ollama
 from node.daemon.outbox import Outbox
 from node.daemon.results import signed_failure, signed_success
 from node.daemon.runlock import clear_stale_sockets, remove_empty_dir, remove_stale_socket_dir
@@ -49,6 +49,7 @@ LONG_POLL_MS = 5_000
 DEADLINE_GRACE = 15.0       # a job this far past its deadline means its worker hangs
 LOST_JOB_GRACE = 1.0        # wait for a dead worker's last message before retrying its job
 MAX_ATTEMPTS = 2            # a request is tried on at most two workers, then reported failed
+MANIFEST_EVERY = 60.0       # re-survey Ollama this often (a model pulled): re-attach on change
 EXIT_OK, EXIT_FAILURE, EXIT_IDENTITY = 0, 1, 3
 RESULT_ANSWER = {409: "duplicate", 410: "expired"}   # any other 2xx: accepted
 
@@ -111,6 +112,7 @@ class Supervisor:
         self.node_id = run.node_id
         self.signer = run.signer
         self.coord = Coordinator(run.settings.coordinator)
+        self.manifest = run.manifest           # as last attached
         self.outbox = Outbox(self.home.outbox)
         self.slots: list[pool.Slot] = []
         self.slot_counter = 0
@@ -130,6 +132,8 @@ class Supervisor:
         self.last_beat_ack: int | None = None
         self.beat_seq = 0                      # last heartbeat seq: a respawned process goes on
         self.started = time.monotonic()
+        self.attached = False
+        self.was_accepting: bool | None = None  # logged from the first attach on
         self.exit_code = EXIT_OK
         self.stopping = False
         self.quick = False          # second signal or timeout: stop waiting, give the rest back
@@ -172,6 +176,7 @@ class Supervisor:
         if self.run_cfg.settings.metrics is not None:
             self.metrics.watch(self._metrics_view, loop, self.outbox.depth)
             self.metrics_server = metrics.serve(self.run_cfg.settings.metrics, self.metrics)
+        self.manifest_dirty = asyncio.Event()         # Ollama or the workers changed: re-survey
         for body in self.outbox.pending():
             log.info("outbox.resend request=%s", body["requestId"])
             self._deliver_later(body)
@@ -182,13 +187,14 @@ class Supervisor:
                      self._recv_subscriptions(), self._handle_signals(), self._tick()):
             self._task(coro)
         await self._wait_workers_ready()
-        if not self.stopping and await self._attach():
+        if not self.stopping and await self._attach(self.manifest, first=True):
             self._spawn_heartbeat()
             sdnotify.notify(f"READY=1\nSTATUS=serving as node {self.node_id}, "
                             f"{len(self.slots)} workers")
             if self.paused:
                 log.warning("maintenance.paused at=start: `parallelix-node pause` left it "
                             "paused; `parallelix-node resume` takes requests again")
+            self._task(self._keep_manifest())
             for i, _ in enumerate(self.slots):
                 self._task(self._intake(Lane(f"poll-{i}")))
         else:
@@ -278,11 +284,12 @@ class Supervisor:
         except zmq.ZMQError:
             return False
 
-    async def _attach(self) -> bool:
-        """Attach with the signed manifest; retry while the coordinator is unreachable."""
-        manifest = self.run_cfg.manifest
+    async def _attach(self, manifest: dict[str, Any], first: bool = False) -> bool:
+        """Attach with the signed manifest; retry while the coordinator is unreachable.
+        False when the node cannot go on with this manifest (refused, or stopping)."""
         digest = manifest_hash(manifest)
-        await run_blocking(self._refresh_network)
+        if first:
+            await run_blocking(self._refresh_network)
         delay = 1.0
         while not self.stopping:
             try:
@@ -300,8 +307,11 @@ class Supervisor:
                 return False
             except Rejected as e:
                 self.metrics.coordinator_error("attach", "rejected")
-                log.error("attach.rejected error=%s: check the clock (verify) and the key", e)
-                self.exit_code = EXIT_FAILURE
+                log.error("attach.rejected error=%s: %s", e, _attach_hint(e))
+                if first:
+                    self.exit_code = EXIT_FAILURE
+                else:  # still attached with the one before; do not retry this one
+                    self.manifest = manifest
                 return False
             await self._sleep_unless_stopping(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, 60.0)
@@ -313,12 +323,34 @@ class Supervisor:
         tier = body.get("tier")
         if isinstance(tier, int) and not isinstance(tier, bool) and 1 <= tier <= 5:
             self.tier = tier  # the coordinator may lower the claimed tier
-        log.info("attached node=%s address=%s tier=%s heartbeat=%.1fs poll=%.1fs",
-                 self.node_id, self.signer.address, self.tier, self.heartbeat_interval,
-                 self.poll_interval)
-        self._transition(ACTIVE, "attached")
-        self.run_cfg.on_attached()
+        self.manifest, self.attached = manifest, True
+        log.info("attached node=%s address=%s tier=%s heartbeat=%.1fs poll=%.1fs ollama=%s "
+                 "models=%d", self.node_id, self.signer.address, self.tier,
+                 self.heartbeat_interval, self.poll_interval,
+                 manifest.get("ollama", {}).get("version"), len(manifest.get("models", [])))
+        if first:
+            self._transition(ACTIVE, "attached")
+            self.run_cfg.on_attached()
         return True
+
+    async def _keep_manifest(self) -> None:
+        """Attach again whenever the manifest changes while the node runs (PROTOCOL.md): its
+        Ollama came up or went away, a model was pulled, workers were reloaded."""
+        while not self.stopping:
+            try:
+                await asyncio.wait_for(self.manifest_dirty.wait(), MANIFEST_EVERY)
+            except asyncio.TimeoutError:
+                pass
+            self.manifest_dirty.clear()
+            settings = self.run_cfg.settings
+            survey = await run_blocking(survey_ollama, [w.ollama for w in settings.workers],
+                                        settings.model)
+            manifest = with_ollama(self.manifest, survey, settings.slots)
+            if self.stopping or manifest_hash(manifest) == manifest_hash(self.manifest):
+                continue
+            log.info("manifest.changed ollama=%s models=%d workers=%d: attaching again",
+                     survey.version, len(manifest["models"]), settings.slots)
+            await self._attach(manifest)
 
     def _coordinator_ok(self) -> None:
         """A result was delivered: the others backing off after an outage go now."""
@@ -377,6 +409,31 @@ class Supervisor:
 
     # --- intake ---------------------------------------------------------------------------
 
+    @property
+    def accepting(self) -> bool:
+        """Whether the node takes new requests (PROTOCOL.md `load.accepting`): the one place
+        that decides it. The inbox is polled only while this is true."""
+        return self.attached and not self.stopping and not self.paused \
+            and self.ready_slots() > 0
+
+    def ready_slots(self) -> int:
+        """PROTOCOL.md `load.ready`: slots whose worker is up and whose Ollama answers."""
+        return sum(1 for s in self.slots if s.serving)
+
+    def _note_accepting(self) -> None:
+        """Log each change of `accepting`, naming the endpoints the node waits for."""
+        now = self.accepting
+        if now == self.was_accepting or not self.attached:
+            return
+        self.was_accepting = now
+        if now:
+            log.info("node.accepting ready=%d slots=%d", self.ready_slots(), len(self.slots))
+        elif not self.stopping and not self.paused:  # a pause logs maintenance.paused
+            waiting = sorted({s.spec.ollama for s in self.slots if s.ready and not s.ollama_up})
+            log.warning("node.not_accepting ready=0 slots=%d waiting_for=%s: no slot can serve; "
+                        "polling nothing until Ollama answers", len(self.slots),
+                        ",".join(waiting) or "workers starting")
+
     def _free_capacity(self) -> int:
         idle = sum(1 for s in self.slots if s.idle)
         return idle - len(self.pending) - self.reserved
@@ -388,7 +445,7 @@ class Supervisor:
         while not self.stopping:
             async with self.capacity:
                 await self.capacity.wait_for(
-                    lambda: self.stopping or (self._accepting() and self._free_capacity() > 0))
+                    lambda: self.stopping or (self.accepting and self._free_capacity() > 0))
             if self.stopping:
                 return
             self.reserved += 1
@@ -487,11 +544,30 @@ class Supervisor:
                 continue
             slot.last_seen = time.monotonic()
             if isinstance(msg, m.Ready):
-                slot.ready = slot.proc is not None and msg.pid == slot.pid
-                log.info("worker.ready slot=%s pid=%s", slot.name, msg.pid)
-                await self._release()
+                await self._on_ready(slot, msg)
             elif isinstance(msg, (m.Done, m.Failed)):
                 await self._finished(slot, msg)
+
+    async def _on_ready(self, slot: pool.Slot, msg: m.Ready) -> None:
+        """A worker is up (again), with its verdict on its Ollama: a slot whose Ollama does
+        not answer is not ready, and no request is dispatched to it until it answers."""
+        if slot.proc is None or msg.pid != slot.pid:
+            slot.ready = False
+            log.warning("work.stale_ready slot=%s pid=%s: not the running worker", slot.name,
+                        msg.pid)
+            return
+        changed = not slot.ready or slot.ollama_up != msg.ollama_up
+        slot.ready, slot.ollama_up, slot.ollama_reason = True, msg.ollama_up, msg.reason
+        if changed and msg.ollama_up:
+            log.info("worker.ready slot=%s pid=%s ollama=%s", slot.name, msg.pid,
+                     slot.spec.ollama)
+        elif changed:
+            log.warning("worker.waiting slot=%s pid=%s ollama=%s reason=%s: not ready until "
+                        "Ollama answers", slot.name, msg.pid, slot.spec.ollama, msg.reason)
+        if changed:
+            self.manifest_dirty.set()
+        self._note_accepting()
+        await self._release()
 
     async def _finished(self, slot: pool.Slot, msg: m.Done | m.Failed) -> None:
         rec = self.jobs.get(msg.job)
@@ -500,6 +576,7 @@ class Supervisor:
                         slot.name, msg.job, msg.request_id)
             return
         del self.jobs[msg.job]
+        slot.worked = True
         if rec.slot.job == msg.job:
             rec.slot.job = 0
         ms = int((time.monotonic() - rec.started) * 1000)
@@ -642,10 +719,10 @@ class Supervisor:
 
     async def _send_load(self) -> None:
         busy = sum(1 for s in self.slots if s.job)
-        ready = sum(1 for s in self.slots if s.ready and not s.retiring)
-        await self._send(self.hb, self.hb_identity,
-                         m.encoder.encode(m.Load(busy=busy, slots=ready, served=self.served,
-                                                 accepting=self._accepting())))
+        slots = sum(1 for s in self.slots if not s.retiring)
+        await self._send(self.hb, self.hb_identity, m.encoder.encode(m.Load(
+            busy=busy, slots=slots, ready=self.ready_slots(), accepting=self.accepting,
+            served=self.served)))
 
     # --- control socket -------------------------------------------------------------------
 
@@ -735,7 +812,8 @@ class Supervisor:
             served=self.served, failed=self.failed, last_heartbeat_ack_ms=self.last_beat_ack,
             outbox_depth=self.outbox.depth(), paused=self.paused, draining=self.draining,
             in_flight=len(self.jobs) + len(self.pending),
-            delivery_error=self.delivery_error if self.deliveries else None)
+            delivery_error=self.delivery_error if self.deliveries else None,
+            accepting=self.accepting)
 
     def _metrics_view(self) -> metrics.Snapshot:
         """The live figures for one scrape (runs on the loop: a consistent instant)."""
@@ -744,25 +822,23 @@ class Supervisor:
             processes.append(("heartbeat", self.hb_proc.pid))
         processes += [("worker", s.pid) for s in self.slots if s.alive()]
         return metrics.Snapshot(
-            state=self.state, tier=self.tier, accepting=self._accepting(), paused=self.paused,
+            state=self.state, tier=self.tier, accepting=self.accepting, paused=self.paused,
             draining=self.draining,
             in_flight=len(self.jobs) + len(self.pending),
-            workers=tuple(metrics.WorkerView(s.name, s.spec.ollama, s.alive(), s.ready,
+            workers=tuple(metrics.WorkerView(s.name, s.spec.ollama, s.alive(), s.serving,
                                              s.restarts) for s in self.slots),
             processes=tuple(processes))
 
-    def _accepting(self) -> bool:
-        """Whether the node takes new requests: attached, not stopping or paused, some slot
-        ready. Polls wait while it is false."""
-        return self.state == ACTIVE and not self.stopping and not self.paused and \
-            any(s.ready and not s.retiring for s in self.slots)
-
     def _worker_status(self, slot: pool.Slot) -> m.WorkerStatus:
         rec = self.jobs.get(slot.job)
+        waiting = (None if slot.serving else
+                   f"Ollama at {slot.spec.ollama}: {slot.ollama_reason}" if slot.ready
+                   else "the worker to start")
         return m.WorkerStatus(slot=slot.name, pid=slot.pid, endpoint=slot.spec.ollama,
                               busy=bool(slot.job), request_id=rec.req.id if rec else None,
                               served=slot.served, failed=slot.failed, restarts=slot.restarts,
-                              last_failure=slot.last_failure)
+                              last_failure=slot.last_failure, ready=slot.serving,
+                              waiting_for=waiting)
 
     # --- signals --------------------------------------------------------------------------
 
@@ -807,6 +883,7 @@ class Supervisor:
             pool.spawn_worker(slot, self.work_endpoint, os.getpid())
         self.slots.extend(fresh)
         self.run_cfg = replace(self.run_cfg, settings=new)
+        self.manifest_dirty.set()
         log.info("reload.workers old=%d new=%d", sum(s.retiring for s in self.slots), len(fresh))
 
     async def _send_stop(self, slot: pool.Slot) -> None:
@@ -827,6 +904,7 @@ class Supervisor:
             if not self.stopping:
                 self._respawn(now)
                 self._keep_heartbeat(now)
+            self._note_accepting()
             await self._send_load()
             self._check_drain(now)
             if watchdog and now - last_watchdog >= watchdog:
@@ -963,6 +1041,15 @@ class Supervisor:
         left = self.outbox.depth()
         log.info("stopped exit=%d served=%d failed=%d outbox=%d", self.exit_code, self.served,
                  self.failed, left)
+
+
+def _attach_hint(e: Rejected) -> str:
+    """What to do about a refused attach: a signature refusal points at the clock and the key;
+    a malformed request is the coordinator naming the field it refuses."""
+    if e.code == "bad_signature":
+        return "check the clock (verify) and the key"
+    return (f"the coordinator refused the attach request itself ({e.detail or e.code}); "
+            "this node and the coordinator disagree on the protocol: report it with this line")
 
 
 def _interval(value: Any, default: int) -> int:
