@@ -323,52 +323,79 @@ def test_json_error_is_one_document(machine):
     assert json.loads(r.stdout)["exitCode"] == 2
 
 
-def _nobody_run(args: list[str], tmp_root: Path) -> subprocess.CompletedProcess:
+@pytest.fixture(scope="module")
+def nobody_tree():
+    """What the CLI needs to run as `nobody`, in a folder of its own: the checkout may sit
+    in a folder other users cannot enter (CI clones into a 0700 `mktemp -d`). The packages,
+    their dependencies, the service stand-ins and a `parallelix-node` entry point are copied
+    into a 0755 folder; the base interpreter runs them (a venv's python is a link into it)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to another account")
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         pytest.skip("setpriv (util-linux) is not installed")
-    env = clean_env(tmp_root / "home", HOME=str(tmp_root), XDG_CONFIG_HOME=str(tmp_root / "cfg"),
-                    STANDIN_CALLS=str(tmp_root / "calls.jsonl"),
-                    PATH=f"{STANDINS}:{ENTRY.parent}:/usr/bin:/bin")
-    return subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
-                           sys.executable, "-m", "node.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
-
-
-@pytest.mark.parametrize("args", [["install", "--system", "--node-id", "7"],
-                                  ["uninstall", "--system"]])
-def test_system_scope_without_root_is_refused(args):
-    if os.geteuid() != 0:
-        root = Path(tempfile.mkdtemp())
-        run = lambda: subprocess.run([sys.executable, "-m", "node.cli", "service", *args],  # noqa: E731
-                                     cwd=ROOT, env=clean_env(root / "home", HOME=str(root)),
-                                     capture_output=True, text=True, timeout=60)
-    else:
-        root = Path(tempfile.mkdtemp(prefix="parallelix-nobody-"))
-        os.chmod(root, 0o777)
-        run = lambda: _nobody_run(["service", *args], root)  # noqa: E731
-    try:
-        r = run()
-        assert r.returncode == 2, (r.stdout, r.stderr)
-        line = one_error_line(r)
-        assert "needs root" in line and "sudo" in line
-        assert not (root / "calls.jsonl").exists()
-    finally:
-        shutil.rmtree(root)
-
-
-def test_system_dry_run_needs_no_root(tmp_path):
     root = Path(tempfile.mkdtemp(prefix="parallelix-nobody-"))
-    os.chmod(root, 0o777)
+    os.chmod(root, 0o755)
+    lib, bin_dir = root / "lib", root / "bin"
+    shutil.copytree(sysconfig.get_paths()["purelib"], lib,
+                    ignore=shutil.ignore_patterns("__editable__*"))  # it points into ROOT
+    code = shutil.ignore_patterns("__pycache__")
+    for package in ("node", "workers", "ipc"):
+        shutil.copytree(ROOT / package, lib / package, ignore=code)
+    shutil.copytree(ROOT / "service-templates", lib / "node" / "service" / "templates",
+                    ignore=code)
+    shutil.copytree(STANDINS, bin_dir, ignore=code)
+    python = Path(getattr(sys, "_base_executable", sys.executable))
+    entry = bin_dir / "parallelix-node"
+    entry.write_text(f"#!{python} -s\nfrom node.cli import main\nmain()\n")
+    entry.chmod(0o755)
     try:
-        r = _nobody_run(["service", "install", "--system", "--node-id", "7", "--dry-run",
-                         "--run-as", ME, "--json"], root) if os.geteuid() == 0 else None
-        if r is None:
-            pytest.skip("needs root to switch to another account")
-        assert r.returncode == 0, r.stderr
-        assert directives(json.loads(r.stdout)["content"])["User"] == [ME]
+        yield setpriv, python, root
     finally:
         shutil.rmtree(root)
+
+
+def _nobody_run(tree, args: list[str]) -> tuple[subprocess.CompletedProcess, Path]:
+    """Run the CLI as nobody (uid/gid 65534) from `nobody_tree`; also return its scratch
+    folder (its HOME, with the stand-ins' call log)."""
+    setpriv, python, root = tree
+    scratch = Path(tempfile.mkdtemp(prefix="scratch-", dir=root))
+    os.chmod(scratch, 0o777)
+    env = clean_env(scratch / "home", HOME=str(scratch), XDG_CONFIG_HOME=str(scratch / "cfg"),
+                    STANDIN_CALLS=str(scratch / "calls.jsonl"), PYTHONPATH=str(root / "lib"),
+                    PATH=f"{root / 'bin'}:/usr/bin:/bin")
+    return subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+                           str(python), "-s", "-m", "node.cli", *args], cwd=scratch, env=env,
+                          capture_output=True, text=True, timeout=60), scratch
+
+
+SYSTEM_SCOPE = [["install", "--system", "--node-id", "7"], ["uninstall", "--system"]]
+
+
+@pytest.mark.parametrize("args", SYSTEM_SCOPE)
+def test_system_scope_without_root_is_refused(args, request, tmp_path):
+    if os.geteuid() == 0:  # switch to nobody
+        r, scratch = _nobody_run(request.getfixturevalue("nobody_tree"), ["service", *args])
+    else:
+        scratch = tmp_path
+        r = subprocess.run([sys.executable, "-m", "node.cli", "service", *args], cwd=ROOT,
+                           env=clean_env(tmp_path / "home", HOME=str(tmp_path),
+                                         STANDIN_CALLS=str(tmp_path / "calls.jsonl"),
+                                         PATH=f"{STANDINS}:/usr/bin:/bin"),
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    line = one_error_line(r)
+    assert "needs root" in line and "sudo" in line
+    assert not (scratch / "calls.jsonl").exists()
+
+
+def test_system_dry_run_needs_no_root(nobody_tree):
+    r, _ = _nobody_run(nobody_tree, ["service", "install", "--system", "--node-id", "7",
+                                     "--dry-run", "--run-as", ME, "--json"])
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert directives(doc["content"])["User"] == [ME]
+    assert "/bin/parallelix-node " in directives(doc["content"])["ExecStart"][0]
 
 
 def test_user_install_reinstall_status_uninstall_macos(machine):

@@ -189,8 +189,11 @@ def find_entry_point() -> Path:
     """The installed `parallelix-node` console script: next to this Python first (a pipx or
     venv install), else on PATH. Its absolute path goes into the service file."""
     beside = Path(sys.executable).parent / PROGRAM
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return beside.absolute()
+    try:
+        if beside.is_file() and os.access(beside, os.X_OK):
+            return beside.absolute()
+    except OSError:  # a folder this user may run from but not look into: try PATH
+        pass
     found = shutil.which(PROGRAM)
     if found:
         return Path(found).absolute()
