@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 BLOCK = 64 * 1024
+MARK = 64  # bytes before the read offset that must still be there: else the file was rewritten
 
 
 def _decode(raw: bytes) -> str:
@@ -31,6 +32,14 @@ def _tail(f: BinaryIO, n: int) -> tuple[list[bytes], bytes, int]:
     return (parts[-n:] if n > 0 else []), partial, end
 
 
+def _rewritten(f: BinaryIO, mark: bytes) -> bool:
+    """Whether the bytes just before our offset are no longer the ones we read there: the file
+    was truncated and written again, maybe past our offset, between two polls."""
+    if not mark:
+        return False
+    return os.pread(f.fileno(), len(mark), f.tell() - len(mark)) != mark
+
+
 def tail_lines(path: Path, n: int) -> list[str]:
     """The last `n` lines of `path` (a last line without its newline counts). Raises OSError."""
     with open(path, "rb") as f:
@@ -45,10 +54,13 @@ def follow(path: Path, n: int, poll: float = 0.25,
     """Yield the last `n` lines of `path`, then every line appended, forever.
 
     Follows by name: when `path` is renamed away (rotation) the rest of the old file is read,
-    then the new file from its start; when it shrinks (truncation) it is read from the start.
+    then the new file from its start; when it is truncated it is read from the start, also
+    when it grew past the old end again within one poll (the bytes before the read offset
+    changed).
     Waits for `path` to appear when it does not exist yet. Polls every `poll` seconds."""
     f: BinaryIO | None = None
     buf = b""
+    mark = b""  # the last bytes read from the open file
     first = os.path.exists(path)  # a log that appears later is new: read all of it
     try:
         while True:
@@ -58,12 +70,19 @@ def follow(path: Path, n: int, poll: float = 0.25,
                 except FileNotFoundError:
                     sleep(poll)
                     continue
+                mark = b""
                 if first:
-                    lines, buf, _ = _tail(f, n)
+                    lines, buf, end = _tail(f, n)
+                    mark = os.pread(f.fileno(), min(MARK, end), end - min(MARK, end))
                     yield from (_decode(l) for l in lines)
                 first = False
+            if _rewritten(f, mark):
+                f.seek(0)
+                buf, mark = b"", b""
+                continue
             chunk = f.read()
             if chunk:
+                mark = (mark + chunk)[-MARK:]
                 buf += chunk
                 *complete, buf = buf.split(b"\n")
                 yield from (_decode(l) for l in complete)
@@ -87,7 +106,7 @@ def follow(path: Path, n: int, poll: float = 0.25,
                 continue  # open the new file (from its start) at once, or wait for it
             if mine.st_size < f.tell():
                 f.seek(0)  # truncated in place
-                buf = b""
+                buf, mark = b"", b""
                 continue
             sleep(poll)
     finally:

@@ -200,3 +200,23 @@ def test_a_log_path_that_is_not_a_file_is_refused_not_waited_on(cli, home):
 def test_an_empty_home_flag_is_refused(cli):
     r = cli("status", "--home", "")
     assert r.returncode == 2 and "--home is empty" in one_error_line(r)
+
+
+def test_follow_sees_a_log_truncated_and_regrown_within_one_poll(tmp_path):
+    """Truncated and written past the old end between two polls: size alone cannot tell, the
+    bytes before the read offset can. The real follower, its poll's sleep doing the rewrite."""
+    log = tmp_path / "node.log"
+    log.write_text("old one\nold two\n")
+    rewrites = []
+
+    def rewrite_while_asleep(_: float) -> None:
+        if not rewrites:
+            with open(log, "r+") as f:  # same inode, new content longer than the old
+                f.truncate(0)
+                f.write("new line number one\nnew two\n")
+            rewrites.append(1)
+
+    lines = logtail.follow(log, 5, poll=0.01, sleep=rewrite_while_asleep)
+    got = [next(lines) for _ in range(4)]
+    lines.close()
+    assert got == ["old one", "old two", "new line number one", "new two"]
