@@ -80,8 +80,8 @@ class Router:
     """The supervisor's side of the work socket: a bound ROUTER that sends and receives the
     ipc/messages.py work messages by worker identity."""
 
-    def __init__(self, folder: Path) -> None:
-        self.endpoint = f"ipc://{ipc_dir(folder) / 'work.sock'}"
+    def __init__(self, folder: Path, endpoint: str | None = None) -> None:
+        self.endpoint = endpoint or f"ipc://{ipc_dir(folder) / 'work.sock'}"
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -117,8 +117,8 @@ class Router:
 
 
 @contextmanager
-def router(folder: Path) -> Iterator[Router]:
-    r = Router(folder)
+def router(folder: Path, endpoint: str | None = None) -> Iterator[Router]:
+    r = Router(folder, endpoint)
     try:
         yield r
     finally:

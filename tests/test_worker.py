@@ -60,12 +60,14 @@ class Slot:
 def spawn(sup: Router, tmp_path: Path) -> Iterator[Callable[..., Slot]]:
     """spawn(endpoint, *flags) starts a worker, waits for its Ready and returns a Slot."""
     with ExitStack() as stack:
-        def start(endpoint: str, *flags: str, slot: str = "w0") -> Slot:
+        def start(endpoint: str, *flags: str, slot: str = "w0", up: bool = True) -> Slot:
             log = tmp_path / f"worker-{slot}.log"
             proc = stack.enter_context(start_worker(endpoint, sup.endpoint, *flags, slot=slot,
                                                     log=log))
             ident, ready = sup.recv(15)
-            assert ready == Ready(slot=slot, pid=proc.pid, endpoint=endpoint)
+            assert isinstance(ready, Ready), ready
+            assert (ready.slot, ready.pid, ready.endpoint, ready.ollama_up) == \
+                (slot, proc.pid, endpoint, up), ready
             assert ident == slot.encode()
             return Slot(proc, ident, log, sup)
 
@@ -188,8 +190,53 @@ def test_short_deadline_cuts_a_running_answer(spawn) -> None:
 
 def test_ollama_down_is_inference_failed(spawn) -> None:
     url = closed_port_url()
-    failed = spawn(url).failure(job(1, "hi"))
+    failed = spawn(url, up=False).failure(job(1, "hi"))
     assert failed.code == "inference_failed" and url in failed.message
+
+
+# --- readiness: is its Ollama answering? -------------------------------------------------------
+
+def test_ready_says_ollama_is_down_then_up_when_it_answers(sup: Router, tmp_path: Path) -> None:
+    url = closed_port_url()
+    with start_worker(url, sup.endpoint, log=tmp_path / "w.log"):
+        down = sup.expect(Ready, 15)
+        assert down.ollama_up is False and url in down.reason
+        with start_standin("--port", url.rsplit(":", 1)[1]):
+            up = sup.expect(Ready, 15)  # probed again with backoff (at most 5 s apart)
+    assert up.ollama_up is True and up.reason == "" and up.pid == down.pid
+
+
+def test_ollama_gone_mid_run_says_not_ready_before_the_failure(sup: Router,
+                                                               tmp_path: Path) -> None:
+    """The supervisor must take the slot out before the failure frees it: at most one
+    request per slot is failed for an Ollama that is gone."""
+    with start_standin() as (ollama, url):
+        with start_worker(url, sup.endpoint, log=tmp_path / "w.log"):
+            ident, ready = sup.recv(15)
+            assert isinstance(ready, Ready) and ready.ollama_up
+            sup.send(ident, job(1, "fine"))
+            assert isinstance(sup.expect(Done), Done)
+            ollama.kill()
+            ollama.wait(5)
+            sup.send(ident, job(2, "after the crash"))
+            gone = sup.expect(Ready)
+            failed = sup.expect(Failed)
+    assert gone.ollama_up is False and url in gone.reason
+    assert failed.job == 2 and failed.code == "inference_failed"
+
+
+def test_worker_says_ready_again_after_a_reconnect(tmp_path: Path, ollama: str) -> None:
+    """A ROUTER that went away forgets its peers; the worker repeats its Ready on each new
+    connection, or its slot would stay unready for good."""
+    first = Router(tmp_path)
+    with start_worker(ollama, first.endpoint, log=tmp_path / "w.log") as proc:
+        assert first.expect(Ready, 15).pid == proc.pid
+        first.close()  # the supervisor's socket goes away...
+        with router(tmp_path, endpoint=first.endpoint) as second:  # ...and comes back
+            again = second.expect(Ready, 15)
+            second.send(b"w0", Ping(seq=5))
+            assert second.expect(Pong) == Pong(seq=5, job=0)
+    assert again.pid == proc.pid and again.ollama_up
 
 
 # --- the socket side ---------------------------------------------------------------------------
