@@ -172,3 +172,37 @@ def test_a_result_refused_as_malformed_is_kept_aside_and_never_retried(node_home
     assert len(kept) == 1 and json.loads(kept[0].read_text())["requestId"] == refused["request"]
     assert list((home / "outbox").glob("*.json")) == []
     assert done["injected"]["rejectResults"] == 1 and done["accepted"] == 0
+
+
+def test_outbox_write_failure_delivers_from_memory_then_the_outbox_works_again(node_home,
+                                                                                standin):
+    """Disk full under the outbox, made real with RLIMIT_FSIZE on the running supervisor (the
+    tests run as root, so permissions could not make a write fail): a signed result the
+    outbox cannot hold is still delivered, from memory, and leaves no debris; once the disk
+    takes writes again, results go through the outbox as before."""
+    import resource
+    home, address = node_home
+    limit = 16_000
+    big = "x" * (2 * limit)  # its signed result cannot be written under the limit
+    with start_dev_coordinator("--node", f"{NODE_ID}={address}", "--options", "{}") as (_, url):
+        with run_daemon(home, NODE_ID, url, standin) as node:
+            node.wait_event(is_event("attached"))
+            pid = node.proc.pid
+            _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, hard))  # the disk fills up
+            big_id = admin(url, "enqueue", {"prompt": big})["requestId"]
+            failed = node.wait_event(is_event("outbox.write_failed"))
+            wait_for(url, lambda s: big_id in s["results"], timeout=60, what="the big result")
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))  # space again
+            small_id = admin(url, "enqueue", {"prompt": "small"})["requestId"]
+            done = wait_for(url, lambda s: small_id in s["results"], timeout=30,
+                            what="the next result")
+            writes = [e for e in node.events if is_event("outbox.write_failed")(e)]
+            node.signal(signal.SIGTERM)
+            assert node.wait_exit(30) == 0
+    assert failed["request"] == big_id and "too large" in failed["reason"].lower()
+    assert len(writes) == 1, writes  # the small one went through the outbox
+    for rid, prompt in ((big_id, big), (small_id, "small")):
+        assert done["results"][rid]["result"] == expected_text(prompt)
+        check_result(rid, done["results"][rid], address)
+    assert list((home / "outbox").iterdir()) == [], "no temp file or body left behind"
