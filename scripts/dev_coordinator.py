@@ -688,6 +688,20 @@ class Coordinator:
             self._closed = True
             self._cond.notify_all()
 
+    def counts(self) -> dict[str, Any]:
+        """The figures of `stats` that are plain numbers: cheap to ask often (a soak does)."""
+        with self._lock:
+            self._sweep()
+            states = collections.Counter(r.state for r in self._requests.values())
+            return {"requests": len(self._requests), "queued": states["queued"],
+                    "inflight": states["inflight"], "done": states["done"],
+                    "failedFinal": states["failed"], "accepted": self._counts["accepted"],
+                    "duplicateCount": sum(self._duplicates.values()),
+                    "deadlineRequeues": self._counts["deadlineRequeues"],
+                    "heartbeats": len(self._heartbeats), "polls": self._counts["polls"],
+                    "verificationFailures": len(self._rejections),
+                    "injected": {wire: self._counts[f"injected.{attr}"] for wire, attr in FAULT_FIELDS}}
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             self._sweep()
@@ -1025,6 +1039,9 @@ class Handler(BaseHTTPRequestHandler):
     def admin_stats(self, query: str, raw: bytes) -> Reply:
         return self._admin("stats", self.server.coord.stats)
 
+    def admin_counts(self, query: str, raw: bytes) -> Reply:
+        return self._admin("stats", self.server.coord.counts)
+
     def admin_enqueue(self, query: str, raw: bytes) -> Reply:
         """Queue a prompt; `requestId` picks its id (any string, as a hostile coordinator could)."""
         coord = self.server.coord
@@ -1096,6 +1113,7 @@ ROUTES: dict[str, tuple[str, Callable[[Handler, str, bytes], Reply]]] = {
     "/operator/inbox": ("GET", Handler.inbox),
     "/operator/result": ("POST", Handler.result),
     "/_admin/stats": ("GET", Handler.admin_stats),
+    "/_admin/counts": ("GET", Handler.admin_counts),
     "/_admin/enqueue": ("POST", Handler.admin_enqueue),
     "/_admin/deny": ("POST", Handler.admin_deny),
     "/_admin/faults": ("POST", Handler.admin_faults),
