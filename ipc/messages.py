@@ -229,14 +229,29 @@ class WatchHello(_Event, tag="watch.hello"):
 
 Event = Union[StateTransition, RequestServed, RequestFailed, Maintenance, WatchHello]
 
+class _Decoder:
+    """A strict msgpack decoder for one union. A frame nested deeper than the stack (a 64 KiB
+    frame of one-element arrays is) raises the DecodeError every receiver handles, not the
+    RecursionError msgspec lets through, which would end the receiving task."""
+
+    def __init__(self, kind: Any) -> None:
+        self._decoder = msgspec.msgpack.Decoder(kind)
+
+    def decode(self, data: bytes) -> Any:
+        try:
+            return self._decoder.decode(data)
+        except RecursionError:
+            raise msgspec.DecodeError("nested too deeply") from None
+
+
 encoder = msgspec.msgpack.Encoder()
-from_worker = msgspec.msgpack.Decoder(FromWorker)
-to_worker = msgspec.msgpack.Decoder(ToWorker)
-from_heartbeat = msgspec.msgpack.Decoder(FromHeartbeat)
-to_heartbeat = msgspec.msgpack.Decoder(ToHeartbeat)
-control_request = msgspec.msgpack.Decoder(ControlRequest)
-control_reply = msgspec.msgpack.Decoder(ControlReply)
-event = msgspec.msgpack.Decoder(Event)
+from_worker = _Decoder(FromWorker)
+to_worker = _Decoder(ToWorker)
+from_heartbeat = _Decoder(FromHeartbeat)
+to_heartbeat = _Decoder(ToHeartbeat)
+control_request = _Decoder(ControlRequest)
+control_reply = _Decoder(ControlReply)
+event = _Decoder(Event)
 
 # Raised by every decoder above on a malformed frame; receivers log and drop.
 DecodeError = msgspec.DecodeError

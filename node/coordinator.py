@@ -76,12 +76,12 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
     (a lone surrogate, a huge integer) goes to the json module, so such input reaches the
     checks that name it (node/daemon/inbox.py) instead of looking like a broken answer."""
     try:
-        body = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
         try:
+            body = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
             body = json.loads(raw)
-        except ValueError:
-            return None
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the stack
+        return None
     return body if isinstance(body, dict) else None
 
 

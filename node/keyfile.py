@@ -16,6 +16,7 @@ def write_key(path: Path, secret: bytes) -> None:
 
 # secp256k1's group order: a secret must lie in 1 .. N-1.
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+MAX_KEY_BYTES = 4096  # a key file holds 0x + 64 hex digits and maybe a newline
 
 
 def not_a_regular_file(st: os.stat_result) -> str | None:
@@ -85,7 +86,9 @@ def read_key(home: Home) -> bytes:
     path = home.key
     try:
         check_key_permissions(path)
-        text = path.read_text(encoding="ascii").strip()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_KEY_BYTES + 1)  # a key is 66 characters: never read a huge file
+        text = raw.decode("ascii").strip() if len(raw) <= MAX_KEY_BYTES else ""
     except FileNotFoundError:
         raise ConfigError(missing_key_advice(home)) from None
     except (UnicodeDecodeError, OSError) as e:

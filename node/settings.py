@@ -179,12 +179,19 @@ def check_coordinator(url: str) -> str:
 def read_config(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES // 1024} KiB, which no "
+                              "config.toml is; fix the file or move it aside")
+        return tomllib.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         return {}
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: {_decode_problem(path, e)}; fix the file or move it "
                           "aside") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config; fix the file or move "
+                          "it aside") from None
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
 
@@ -214,6 +221,7 @@ def _positive_int(value: Any, what: str, most: int) -> int:
     return value
 
 
+MAX_CONFIG_BYTES = 1024 * 1024  # a config.toml is a few hundred bytes; read no more than this
 MAX_NODE_ID = 2**53 - 1      # a JSON number every coordinator reads exactly
 MAX_SLOTS = 64               # worker processes per Ollama endpoint
 

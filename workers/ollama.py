@@ -52,9 +52,12 @@ def parse_json(raw: bytes) -> Any:
     """msgspec on the hot path; it refuses a lone surrogate escape ("\\ud800"), which JSON
     allows, so such a body is read again by the json module and cleaned."""
     try:
-        return msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        return clean(json.loads(raw))  # ValueError when it really is not JSON
+        try:
+            return msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            return clean(json.loads(raw))  # ValueError when it really is not JSON
+    except RecursionError:  # nested deeper than the stack: no Ollama answer is
+        raise ValueError("JSON nested too deeply") from None
 
 
 def error_text(body: bytes, reason: str = "") -> str:
