@@ -329,27 +329,33 @@ def test_a_huge_config_toml_is_refused_without_reading_it(tmp_path):
 
 # --- surface 5: key files -------------------------------------------------------------------
 
+def key_home(tmp_path) -> Home:
+    home = Home(tmp_path / "keyhome")
+    home.root.mkdir(mode=0o700, exist_ok=True)
+    return home
+
+
 @fuzz(200)
 @given(content=st.binary(max_size=200) | st.text(alphabet="0123456789abcdefABCDEFxX \n",
                                                  max_size=80).map(str.encode))
 def test_key_file_reads_or_is_a_config_error(tmp_path, content):
-    key = tmp_path / "node.key"
-    key.write_bytes(content)
-    key.chmod(0o600)
+    home = key_home(tmp_path)
+    home.key.write_bytes(content)
+    home.key.chmod(0o600)
     try:
-        assert len(read_key(key)) == 32
+        assert len(read_key(home)) == 32
     except ConfigError as e:
         assert "corrupt" in str(e) or "cannot read" in str(e), e
 
 
 def test_a_huge_key_file_is_refused_without_reading_it(tmp_path):
-    key = tmp_path / "node.key"
-    with open(key, "wb") as f:
+    home = key_home(tmp_path)
+    with open(home.key, "wb") as f:
         f.truncate(2 * 1024 * 1024 * 1024)
-    key.chmod(0o600)
+    home.key.chmod(0o600)
     with peak_growth_below(64):
         with pytest.raises(ConfigError, match="corrupt"):
-            read_key(key)
+            read_key(home)
 
 
 # --- surface 6: command-line values ---------------------------------------------------------
