@@ -306,8 +306,8 @@ def test_workers_dying_before_any_work_back_off(node_home, standin):
                 pid = live(home)["workers"][0]["pid"]
                 os.kill(pid, signal.SIGKILL)
                 replaced = node.wait_event(lambda e: e.get("event") == "worker.replaced"
-                                           and e.get("restarts") == str(n))
+                                           and str(e.get("restarts")) == str(n))
                 delays.append(float(replaced["respawn_in"].rstrip("s")))
                 node.wait_event(lambda e: e.get("event") == "worker.ready"
-                                and e.get("pid") != str(pid) and e.get("slot") == "w0")
+                                and str(e.get("pid")) != str(pid) and e.get("slot") == "w0")
     assert 0.8 <= delays[0] <= 1.2 and 1.6 <= delays[1] <= 2.4, delays
