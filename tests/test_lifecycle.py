@@ -59,6 +59,10 @@ def one_request_in_flight(node_home, standin, prompt: str, *daemon_args: str,
                                "--prompt", prompt) as (_, url):
         with run_daemon(home, NODE_ID, url, standin, *daemon_args) as node:
             wait_for(url, lambda s: s["inflight"], what="the request in flight")
+            # ...at the node, too: the coordinator counts it from the moment it answers the
+            # poll, and a signal before the node has it gives it back as `shutdown` (README)
+            wait_until(lambda: any(w["busy"] for w in live(home)["workers"]), 30,
+                       "a worker busy with it")
             yield url, node
 
 
