@@ -270,7 +270,7 @@ def test_ping_is_answered_while_a_job_runs(slow: Slot) -> None:
 def test_job_while_busy_is_refused_as_overloaded(slow: Slot) -> None:
     first = start_long_job(slow, 1)
     slow.sup.send(slow.ident, job(2, "second"))
-    refused = slow.sup.expect(Failed, 2)
+    refused = slow.sup.expect(Failed, 10)  # must come before job 1's Done: expect checks the kind
     assert (refused.job, refused.request_id, refused.code) == (2, "req_2", "overloaded")
     assert slow.sup.expect(Done, 10).text == "echo: " + first.prompt
 
