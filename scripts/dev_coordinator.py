@@ -5,6 +5,7 @@ It verifies everything a node sends with code of its own (scripts/protocol_verif
 node/identity.py), hands out prompts through the inbox, keeps the first result per request,
 and can inject faults (denials, 503s, lost acks, malformed inbox bodies) from flags or at
 runtime through /_admin/. One line per call goes to stderr; a summary goes to stdout at exit.
+For benchmarks, --verify-sample N recovers only 1 in N signatures of inbox polls and results.
 
     scripts/dev-coordinator --node 7=0xAbC... --prompt "Say hi" --exit-when-done
 """
@@ -356,6 +357,7 @@ class Settings:
     grace_ms: int = 2_000
     max_attempts: int = 3
     enforce_deadlines: bool = False
+    verify_sample: int = 1           # recover 1 in N hot-path signatures (inbox polls, results)
 
 
 @dataclass
@@ -412,6 +414,7 @@ class Coordinator:
         self._expired: list[dict[str, Any]] = []
         self._redirected = 0
         self._hostile: list[dict[str, Any]] = []
+        self._hot_seen: collections.Counter[str] = collections.Counter()  # per kind, for sampling
 
     # registry and queue ------------------------------------------------------------------
     def register_node(self, node_id: int, address_or_hash: str) -> str:
@@ -490,6 +493,28 @@ class Coordinator:
                                           f"(limit ±{pv.TIMESTAMP_TOLERANCE_MS})")
         call.checks.append(f"timestamp ok ({skew:+d} ms)")
 
+    def _sampled(self, kind: str) -> bool:
+        """Whether this inbox poll or result gets its signatures recovered: the first of each
+        kind, then every Nth (--verify-sample N), deterministically."""
+        with self._lock:
+            seen = self._hot_seen[kind]
+            self._hot_seen[kind] += 1
+        return seen % self.settings.verify_sample == 0
+
+    def _verify_hot(self, call: Call, node: NodeState, label: str, text: str, signature: str,
+                    sampled: bool) -> None:
+        """`_verify` when sampled; otherwise only the signature's format is checked (the
+        elliptic-curve recovery is what a bench coordinator cannot afford per message)."""
+        if sampled:
+            self._verify(call, node, label, text, signature)
+            return
+        try:
+            pv.signature_parts(signature)
+        except pv.SignatureFormatError as exc:
+            raise ApiError("bad_signature", f"{label}: {exc}") from None
+        self.count("signatures.skipped")
+        call.checks.append(f"{label} not sampled")
+
     def _verify(self, call: Call, node: NodeState, label: str, text: str, signature: str,
                 claimed: str | None = None) -> str:
         """Recover the signer of `text` and require keccak(signer) == the registered nodeKeyHash.
@@ -500,6 +525,7 @@ class Coordinator:
         has verified, the registered key's address is known. Those are 400 bad_signature: a
         node bug, not an operator with the wrong key.
         """
+        self.count("signatures.verified")
         try:
             signer = pv.recover_address(text, signature)
         except pv.SignatureFormatError as exc:
@@ -554,7 +580,8 @@ class Coordinator:
     def verify_inbox(self, call: Call, msg: InboxMsg) -> None:
         node = self._node(msg.node_id)
         self._check_timestamp(call, msg.timestamp)
-        self._verify(call, node, "signature", pv.inbox_text(msg.node_id, msg.timestamp), msg.signature)
+        self._verify_hot(call, node, "signature", pv.inbox_text(msg.node_id, msg.timestamp), msg.signature,
+                         self._sampled("inbox"))
 
     def take_request(self, node_id: int, wait_ms: int) -> dict[str, Any] | None:
         """Hand out the next queued request, waiting up to `wait_ms` for one; None means 204."""
@@ -617,12 +644,14 @@ class Coordinator:
     def submit_result(self, call: Call, msg: ResultMsg) -> None:
         node = self._node(msg.node_id)
         req = self._dispatched(msg.node_id, msg.request_id)
-        self._verify(call, node, "signature", pv.result_text(msg.request_id), msg.signature)
+        sampled = self._sampled("result")
+        self._verify_hot(call, node, "signature", pv.result_text(msg.request_id), msg.signature, sampled)
         want = pv.expected_poe(msg.request_id, msg.result, msg.node_id)
         if msg.poe != want:
             raise ApiError("bad_poe", f"poe {msg.poe:.70} is not sha256(requestId || result || nodeId) = {want}")
         call.checks.append("poe ok")
-        self._verify(call, node, "poeSignature", pv.poe_text(msg.request_id, msg.poe), msg.poe_signature)
+        self._verify_hot(call, node, "poeSignature", pv.poe_text(msg.request_id, msg.poe), msg.poe_signature,
+                         sampled)
         with self._cond:
             if req.accepted is not None:
                 self._duplicates[req.id] += 1
@@ -698,9 +727,14 @@ class Coordinator:
                     "failedFinal": states["failed"], "accepted": self._counts["accepted"],
                     "duplicateCount": sum(self._duplicates.values()),
                     "deadlineRequeues": self._counts["deadlineRequeues"],
-                    "heartbeats": len(self._heartbeats), "polls": self._counts["polls"],
-                    "verificationFailures": len(self._rejections),
+                    "failureReports": len(self._failures), "heartbeats": len(self._heartbeats), "polls": self._counts["polls"],
+                    "verificationFailures": len(self._rejections), "signatures": self._signatures(),
                     "injected": {wire: self._counts[f"injected.{attr}"] for wire, attr in FAULT_FIELDS}}
+
+    def _signatures(self) -> dict[str, int]:
+        """Signatures recovered and, under --verify-sample, left unrecovered (format checked)."""
+        return {"verifyEvery": self.settings.verify_sample, "verified": self._counts["signatures.verified"],
+                "skipped": self._counts["signatures.skipped"]}
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -732,6 +766,7 @@ class Coordinator:
                 "queued": list(self._queue), "inflight": by_state["inflight"],
                 "pending": len(by_state["queued"]) + len(by_state["inflight"]),
                 "verificationFailures": list(self._rejections),
+                "signatures": self._signatures(),
                 "seqViolations": self._counts["seqViolations"],
                 "denied": self._counts["denied"],
                 "injected": {wire: self._counts[f"injected.{attr}"] for wire, attr in FAULT_FIELDS},
@@ -745,7 +780,7 @@ class Coordinator:
 def summary_lines(stats: dict[str, Any]) -> list[str]:
     reqs = stats["requests"]
     failures = ", ".join(f"{k}={v}" for k, v in sorted(stats["failures"].items())) or "none"
-    inj = stats["injected"]
+    inj, sigs = stats["injected"], stats["signatures"]
     return [
         "dev-coordinator summary",
         f"  requests: {len(reqs)} total, {stats['accepted']} accepted, {len(stats['failedFinal'])} failed for good, "
@@ -756,6 +791,7 @@ def summary_lines(stats: dict[str, Any]) -> list[str]:
         f"  nodes: {len(stats['attaches'])} attach(es), {len(stats['heartbeats'])} heartbeat(s), "
         f"{stats['polls']} poll(s) ({stats['emptyPolls']} empty)",
         f"  rejected: {len(stats['verificationFailures'])} verification failure(s), {stats['denied']} denied",
+        f"  signatures: {sigs['verified']} verified, {sigs['skipped']} not sampled (1 in {sigs['verifyEvery']})",
         f"  injected: {inj['failShare']} x 503, {inj['loseAcks']} lost ack(s), {inj['badJsonShare']} bad inbox body(ies)",
     ]
 
@@ -1130,6 +1166,12 @@ def _share(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> int:
+    if not DECIMAL.fullmatch(text) or int(text) < 1:
+        raise argparse.ArgumentTypeError("must be a whole number of at least 1")
+    return int(text)
+
+
 def _json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
@@ -1168,6 +1210,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--grace-ms", type=int, default=2_000, help="extra wait past a deadline before re-queueing")
     p.add_argument("--max-attempts", type=int, default=3, help="dispatches before a request fails for good")
     p.add_argument("--enforce-deadlines", action="store_true", help="answer 410 expired to late results")
+    p.add_argument("--verify-sample", type=_positive, default=1, metavar="N",
+                   help="bench mode: recover the signatures of 1 in N inbox polls and results (the "
+                        "first always); the others get every check but the recovery. Attach, "
+                        "heartbeats and failure reports are always verified. Default 1: every one")
     p.add_argument("--heartbeat-ms", type=int, default=10_000, help="heartbeatIntervalMs given at attach")
     p.add_argument("--poll-ms", type=int, default=1_000, help="pollIntervalMs given at attach")
     p.add_argument("--deny", choices=DENY_CODES, help="answer every operator call with this error")
@@ -1209,7 +1255,8 @@ def read_prompts(path: Path, settings: Settings) -> list[Prompt]:
 def build(args: argparse.Namespace) -> Coordinator:
     settings = Settings(heartbeat_ms=args.heartbeat_ms, poll_ms=args.poll_ms, model=args.model,
                         options=args.options, deadline_ms=args.deadline_ms, grace_ms=args.grace_ms,
-                        max_attempts=args.max_attempts, enforce_deadlines=args.enforce_deadlines)
+                        max_attempts=args.max_attempts, enforce_deadlines=args.enforce_deadlines,
+                        verify_sample=args.verify_sample)
     faults = Faults(args.fail_share, args.lose_acks, args.bad_json_share, args.reject_results, args.deny,
                     args.deny_after_results, args.redirect_results, args.hostile_inbox)
     coord = Coordinator(settings, faults, args.seed)

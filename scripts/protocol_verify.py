@@ -80,14 +80,21 @@ def eip191_hash(text: str) -> bytes:
     return keccak(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode("ascii") + data)
 
 
-def recover_address(text: str, signature: str) -> str:
-    """EIP-55 address of the key that personal-signed `text`; SignatureFormatError if garbled."""
+def signature_parts(signature: str) -> tuple[int, int, int]:
+    """(v, r, s) of a 0x + 130 hex signature with v in {27, 28}; SignatureFormatError if not.
+    The cheap half of verification: no elliptic-curve work."""
     if not SIGNATURE_RE.fullmatch(signature):
         raise SignatureFormatError("signature must be 0x + 130 hex (r || s || v)")
     raw = bytes.fromhex(signature[2:])
     r, s, v = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:64], "big"), raw[64]
     if v not in (27, 28):
         raise SignatureFormatError(f"v must be 27 or 28, got {v}")
+    return v, r, s
+
+
+def recover_address(text: str, signature: str) -> str:
+    """EIP-55 address of the key that personal-signed `text`; SignatureFormatError if garbled."""
+    v, r, s = signature_parts(signature)
     try:
         sig = keys.Signature(vrs=(v - 27, r, s))
         return sig.recover_public_key_from_msg_hash(eip191_hash(text)).to_checksum_address()

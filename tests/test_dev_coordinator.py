@@ -371,6 +371,72 @@ def test_enforced_deadline_answers_410(signer):
         assert stats(url)["accepted"] == 0 and len(stats(url)["expired"]) == 1
 
 
+# --- sampled verification (--verify-sample, the bench mode) ---------------------------------------
+
+def test_default_recovers_every_signature(signer, other):
+    with start_dev_coordinator("--node", f"{NODE}={signer.address}", "--prompt", "p") as (proc, url):
+        node, impostor = FakeNode(url, NODE, signer), FakeNode(url, NODE, other)
+        assert node.attach().status_code == 200
+        for _ in range(3):
+            r = impostor.poll()
+            assert r.status_code == 400 and error_of(r) == "bad_signature"
+        rid = dispatched(node)["id"]
+        forged = impostor.result_body(rid, "forged")
+        r = node.post_result(forged)
+        assert r.status_code == 400 and error_of(r) == "bad_signature"
+        assert node.post_result(node.result_body(rid, "fine")).status_code == 200
+        # attach 1, polls 3 + 1, the forged result's first signature 1, the good result 2
+        assert stats(url)["signatures"] == {"verifyEvery": 1, "verified": 8, "skipped": 0}
+
+
+def test_sampled_mode_refuses_a_bad_signature_when_sampled_and_a_bad_poe_always(signer, other):
+    """With 1 in 3: polls and results are counted apart, the first of each recovered."""
+    with start_dev_coordinator("--node", f"{NODE}={signer.address}", "--verify-sample", "3",
+                               "--prompt", "a", "--prompt", "b") as (proc, url):
+        node, impostor = FakeNode(url, NODE, signer), FakeNode(url, NODE, other)
+        assert node.attach().status_code == 200        # attach: always recovered
+        polls = [impostor.poll(wait_ms=0) for _ in range(4)]
+        assert [r.status_code for r in polls] == [400, 200, 200, 400]   # polls 0 and 3 sampled
+        assert error_of(polls[0]) == error_of(polls[3]) == "bad_signature"
+        taken = [polls[1].json()["request"]["id"], polls[2].json()["request"]["id"]]
+        garbled = requests.get(f"{url}/operator/inbox", params={"nodeId": NODE},
+                               headers={"X-Parallelix-Timestamp": str(now_ms()),
+                                        "X-Parallelix-Signature": "0xzz"})   # poll 4: not sampled
+        assert garbled.status_code == 400 and error_of(garbled) == "bad_signature"
+
+        first, second = taken
+        results = []
+        results.append(node.post_result(impostor.result_body(first, "forged")))   # result 0: sampled
+        bad_poe = node.result_body(first, "text")
+        bad_poe["poe"] = node.poe(first, "other text")
+        results.append(node.post_result(bad_poe))                                 # 1: not sampled
+        unknown = node.post_result(node.result_body("req_9999", "x"))             # not counted
+        assert unknown.status_code == 400 and error_of(unknown) == "bad_request"
+        results.append(node.post_result(impostor.result_body(first, "unchecked")))  # 2: not sampled
+        bad_poe_sig = node.result_body(second, "text")
+        bad_poe_sig["poeSignature"] = other.sign(f"parallelix-node:poe:{second}:{bad_poe_sig['poe']}")
+        results.append(node.post_result(bad_poe_sig))                             # 3: sampled
+        results.append(node.post_result(node.result_body(second, "text")))        # 4: not sampled
+        assert [r.status_code for r in results] == [400, 400, 200, 400, 200]
+        assert [error_of(results[i]) for i in (0, 1, 3)] == ["bad_signature", "bad_poe", "bad_signature"]
+
+        s = stats(url)
+        assert s["accepted"] == 2 and s["results"][first]["result"] == "unchecked"
+        # recovered: attach 1, polls 0 and 3, result 0's signature, result 3's two
+        # not sampled: polls 1 and 2 (poll 4 failed its format check), result 1's first
+        # signature (its poe failed), result 2's two, result 4's two
+        assert s["signatures"] == {"verifyEvery": 3, "verified": 6, "skipped": 7}
+    assert "signature not sampled" in proc.log
+    assert "signatures: 6 verified, 7 not sampled (1 in 3)" in proc.summary
+
+
+def test_verify_sample_must_be_positive():
+    for bad in ("0", "-2", "x"):
+        with pytest.raises(RuntimeError, match="verify-sample"):
+            with start_dev_coordinator("--verify-sample", bad):
+                pass
+
+
 # --- fault injection ----------------------------------------------------------------------------------
 
 def test_deny_answers_every_operator_endpoint(signer):
