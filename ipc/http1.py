@@ -82,6 +82,9 @@ class Answer:
         except httptools.HttpParserUpgrade:
             raise FramingError("the server switched protocols") from None
         except httptools.HttpParserError as e:
+            if self.complete:  # bytes past the answer's end: not part of it (on_message_begin)
+                self.keep_alive = False
+                return
             if isinstance(e.__context__, AnswerTooLarge):
                 raise e.__context__ from None
             raise FramingError(f"not an HTTP/1.1 answer ({e})") from None
@@ -97,6 +100,13 @@ class Answer:
         raise FramingError("the connection closed before the answer ended")
 
     # httptools' callbacks
+    def on_message_begin(self) -> None:
+        """A second answer after this one is complete was never asked for (a server out of
+        step): it must not rewrite this one's status and headers, and the connection that
+        carried it cannot be trusted with another call."""
+        if self.complete:
+            raise FramingError("bytes after the end of the answer")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
