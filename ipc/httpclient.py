@@ -1,18 +1,24 @@
-"""A small HTTP/1.1 client for the node's hot path (the coordinator, Ollama), on http.client.
+"""A small blocking HTTP/1.1 client for the node's hot path (Ollama from the workers and the
+CLI, the coordinator from threads), on plain sockets and ipc/http1.py's framing.
 
-Why not `requests`: it costs ~18 MB and a few hundred microseconds per call, follows redirects
-(a 307 once carried a signed result to another host), reads proxy settings and .netrc, and
-bounds each read, not an answer. Here:
+Why not `requests` or http.client: `requests` costs ~18 MB and a few hundred microseconds per
+call, follows redirects (a 307 once carried a signed result to another host), reads proxy
+settings and .netrc, and bounds each read, not an answer; http.client spends about a quarter of
+a worker's CPU per job building requests, parsing headers with the email package and layering
+file objects. Here:
 
-- one keep-alive connection per origin and `Client`, reused across calls (a `Client` is not
+- one keep-alive connection per origin and `Client`, reused across calls; a kept-alive socket
+  the server closed while idle is noticed before it is used, and a call on a reused socket that
+  breaks before any byte of an answer is sent once more on a new connection (a `Client` is not
   thread-safe: give each long-lived thread its own);
 - a redirect is an answer like any other: nothing is ever followed;
 - no proxy, no .netrc, no cookies: nothing from the environment;
 - every call has a total deadline, enforced by one reaper thread per process that shuts the
-  socket down when it passes (a server that trickles a byte a second cannot hold a call), and
-  every answer read whole has a byte cap, refused early on its Content-Length.
+  socket down when it passes (a server that trickles a byte a second cannot hold a call), a
+  read timeout bounds each silence, and every answer read whole has a byte cap, refused early
+  on its Content-Length;
+- https checks certificates against certifi's roots.
 """
-import http.client
 import math
 import select
 import socket
@@ -21,8 +27,10 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
+
+from ipc import http1
 
 BLOCK = 64 * 1024
 
@@ -75,10 +83,12 @@ class Guard:
 
 class _Reaper:
     """One daemon thread per process holding the guards of calls in progress. It sleeps until
-    the earliest budget ends, so a call costs it nothing unless a budget really runs out."""
+    the earliest budget ends, so a call costs it nothing unless a budget really runs out: it is
+    woken only when a budget ends sooner than its wake-up time, never for one that ends later
+    or is removed (it then wakes once for nothing, and sleeps again)."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._active: set[Guard] = set()
         self._wake_at = math.inf
         self._thread: threading.Thread | None = None
@@ -92,6 +102,7 @@ class _Reaper:
                     self._thread = threading.Thread(target=self._run, name="http-reaper",
                                                     daemon=True)
                     self._thread.start()
+                self._wake_at = at  # what the reaper will sleep until: no second notify
                 self._cond.notify()
         return guard
 
@@ -99,6 +110,7 @@ class _Reaper:
         with self._cond:
             guard.at = at
             if at < self._wake_at:
+                self._wake_at = at
                 self._cond.notify()
 
     def remove(self, guard: Guard) -> None:
@@ -119,52 +131,75 @@ class _Reaper:
 REAPER = _Reaper()
 
 
-@dataclass(frozen=True)
+class Origin(NamedTuple):
+    scheme: str
+    host: str
+    port: int
+    authority: str  # the Host header
+
+
+@dataclass(frozen=True, slots=True)
 class Response:
     status: int
-    headers: http.client.HTTPMessage
+    headers: dict[str, str]  # names in lower case; repeated headers joined with ", "
     body: bytes
 
     def header(self, name: str) -> str | None:
-        return self.headers.get(name)
+        return self.headers.get(name.lower())
+
+
+class _Conn:
+    """A connected socket, with its poller made once (to see whether it went away idle)."""
+
+    __slots__ = ("sock", "_idle")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._idle = select.poll()
+        self._idle.register(sock, select.POLLIN)
+
+    def dropped(self) -> bool:
+        """An idle kept-alive socket that is readable was closed by the server (or sent junk)."""
+        return bool(self._idle.poll(0))
 
 
 class Stream:
     """An answer whose body is still on the wire. Close it (or use `with`): a body not read
     to its end closes the connection, a body read whole leaves it for the next call."""
 
-    def __init__(self, client: "Client", key: tuple[str, str, int],
-                 conn: http.client.HTTPConnection, resp: http.client.HTTPResponse,
-                 guard: Guard) -> None:
-        self._client, self._key, self._conn, self._resp = client, key, conn, resp
+    def __init__(self, client: "Client", origin: Origin, conn: _Conn, guard: Guard) -> None:
+        self._client, self._origin, self._conn = client, origin, conn
         self.guard = guard
-        self.status = resp.status
-        self.headers = resp.headers
+        self.heard = False  # whether any byte of an answer arrived
+        self._pending: list[bytes] = []
+        self._answer = http1.Answer(on_body=self._pending.append)
+
+    @property
+    def status(self) -> int:
+        return self._answer.status
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Names in lower case; repeated headers joined with ", "."""
+        return self._answer.headers
 
     def blocks(self) -> Iterator[bytes]:
         """The body in blocks as they arrive (chunked, sized or ended by the connection)."""
-        try:
-            while block := self._resp.read1(BLOCK):
-                yield block
-        except (OSError, http.client.HTTPException) as e:
-            raise self._broken(e) from None
-        if self.guard.expired:  # the reaper's shutdown looks like a clean end of the stream
-            raise Timeout(self.guard.expired)
+        pending, answer = self._pending, self._answer
+        while True:
+            if pending:
+                yield from pending
+                pending.clear()
+            if answer.complete:
+                return
+            self._fill()
 
     def read(self, max_bytes: int) -> bytes:
         """The whole body, at most `max_bytes` (TooLarge beyond, refused before reading when
         Content-Length says so)."""
-        length = self._resp.length
-        if length is not None and length > max_bytes:
+        length = self._answer.header("content-length")
+        if length is not None and int(length) > max_bytes:
             raise TooLarge(f"the answer announces {length} bytes; at most {max_bytes} are read")
-        if length is not None:
-            try:
-                data = self._resp.read()
-            except (OSError, http.client.HTTPException) as e:
-                raise self._broken(e) from None
-            if self.guard.expired:
-                raise Timeout(self.guard.expired)
-            return data
         parts, size = [], 0
         for block in self.blocks():
             size += len(block)
@@ -173,18 +208,45 @@ class Stream:
             parts.append(block)
         return b"".join(parts)
 
-    def _broken(self, e: BaseException) -> HttpError:
+    def _read_head(self) -> None:
+        while not self._answer.head_done:
+            self._fill()
+
+    def _fill(self) -> None:
+        """Read what the server sent next and parse it (body blocks go to `_pending`)."""
+        try:
+            data = self._conn.sock.recv(BLOCK)
+        except OSError as e:
+            raise self._broken(e) from None
+        if self.guard.expired:  # the reaper's shutdown looks like the connection's end
+            raise Timeout(self.guard.expired)
+        try:
+            if data:
+                self.heard = True
+                self._answer.feed(data)
+            else:
+                self._answer.end_of_stream()
+        except http1.FramingError as e:
+            raise HttpError(f"the answer is malformed: {e}" if data
+                            else "the connection closed before the answer ended") from None
+
+    def _broken(self, e: OSError) -> HttpError:
         if self.guard.expired:
             return Timeout(self.guard.expired)
         if isinstance(e, socket.timeout):
-            return Timeout("the server went silent mid-answer")
-        return HttpError(f"the answer broke off ({type(e).__name__})")
+            return Timeout("the server went silent mid-answer" if self.heard
+                           else "the server sent no answer in time")
+        return HttpError(f"the answer broke off ({type(e).__name__})" if self.heard
+                         else f"the call failed ({type(e).__name__})")
 
     def close(self) -> None:
+        """Give the connection back for the next call if the answer ended cleanly."""
         self.guard.close()
-        if not self._resp.isclosed() or self.guard.expired:
-            self._client._drop(self._key)
-        self._resp.close()
+        answer = self._answer
+        if answer.complete and answer.keep_alive and not self.guard.expired:
+            self._client._keep(self._origin, self._conn)
+        else:
+            self._conn.sock.close()
 
     def __enter__(self) -> "Stream":
         return self
@@ -193,23 +255,17 @@ class Stream:
         self.close()
 
 
-def _dropped(sock: socket.socket) -> bool:
-    """An idle kept-alive socket that is readable was closed by the server (or sent junk)."""
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
-
-
 class Client:
-    """Keep-alive connections, one per origin; every call bounded (see the module's doc)."""
+    """Keep-alive connections, one per origin; every call bounded (see the module's doc).
+    `headers` go with every call, encoded once here."""
 
     def __init__(self, *, connect_timeout: float = 5.0, headers: dict[str, str] | None = None,
                  tls: ssl.SSLContext | None = None) -> None:
         self.connect_timeout = connect_timeout
-        self.headers = dict(headers or {})
+        self._fixed = http1.encode_headers({"Accept-Encoding": "identity", **(headers or {})})
         self._tls = tls
-        self._conns: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
-        self._origins: dict[str, tuple[str, str, int]] = {}
+        self._idle: dict[Origin, _Conn] = {}
+        self._origins: dict[str, Origin] = {}
 
     def request(self, method: str, url: str, *, timeout: float, max_bytes: int,
                 body: bytes | None = None, headers: dict[str, str] | None = None,
@@ -226,80 +282,100 @@ class Client:
              body: bytes | None = None, headers: dict[str, str] | None = None,
              read_timeout: float | None = None) -> Stream:
         """Send a call and read the answer's head; the body is left to the Stream. `deadline`
-        (monotonic) bounds everything from here; `read_timeout` bounds each silence."""
-        key, target = self._split(url)
-        all_headers = {**self.headers, **headers} if headers else self.headers
+        (monotonic) bounds everything from here; `read_timeout` bounds each silence. Not for
+        HEAD (its answer's framing would be misread)."""
+        origin, target = self._split(url)
+        try:
+            data = http1.request_head(method, target, origin.authority, self._fixed, headers,
+                                      body)
+        except ValueError as e:
+            raise HttpError(f"the call cannot be sent: {e}") from None
+        if body:
+            data += body  # one send: the request leaves in one segment when it fits
         for attempt in (1, 2):
-            conn = self._conns.get(key)
-            reused = conn is not None and conn.sock is not None and not _dropped(conn.sock)
+            conn = self._idle.pop(origin, None)
+            reused = conn is not None and not conn.dropped()
             if not reused:
-                conn = self._connect(key, deadline)
+                if conn is not None:
+                    conn.sock.close()
+                conn = self._connect(origin, deadline)
             sock = conn.sock
-            sock.settimeout(read_timeout)
-            guard = REAPER.watch(sock, deadline, why)
+            if sock.gettimeout() != read_timeout:
+                sock.settimeout(read_timeout)
+            stream = Stream(self, origin, conn, REAPER.watch(sock, deadline, why))
             try:
-                conn.request(method, target, body=body, headers=all_headers)
-                resp = conn.getresponse()
-            except (OSError, http.client.HTTPException) as e:
-                guard.close()
-                self._drop(key)
-                stale = reused and isinstance(e, (http.client.RemoteDisconnected,
-                                                  ConnectionResetError, BrokenPipeError))
-                if guard.expired:
-                    raise Timeout(guard.expired) from None
-                if stale and attempt == 1:
+                try:
+                    sock.sendall(data)
+                except OSError as e:
+                    raise stream._broken(e) from None
+                stream._read_head()
+            except HttpError as e:
+                stream.close()
+                if reused and attempt == 1 and not stream.heard and not isinstance(e, Timeout):
                     continue  # the server closed the idle connection as we reused it
-                if isinstance(e, socket.timeout):
-                    raise Timeout("the server sent no answer in time") from None
-                raise HttpError(f"the call failed ({type(e).__name__})") from None
-            return Stream(self, key, conn, resp, guard)
+                raise
+            return stream
         raise AssertionError("unreachable")
 
-    def _split(self, url: str) -> tuple[tuple[str, str, int], str]:
-        """(origin key, request target); origins are parsed once per base."""
+    def _split(self, url: str) -> tuple[Origin, str]:
+        """(origin, request target); origins are parsed once per base."""
         path_at = url.find("/", url.find("//") + 2)
         base, path = (url, "/") if path_at < 0 else (url[:path_at], url[path_at:])
-        key = self._origins.get(base)
-        if key is None:
-            parts = urlsplit(base)
+        origin = self._origins.get(base)
+        if origin is None:
+            try:
+                parts = urlsplit(base)
+                port = parts.port
+            except ValueError:
+                raise HttpError(f"not an http(s) URL: {base}") from None
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise HttpError(f"not an http(s) URL: {base}")
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            key = self._origins[base] = (parts.scheme, parts.hostname, port)
-        return key, path
+            default = 443 if parts.scheme == "https" else 80
+            host = parts.hostname
+            authority = f"[{host}]" if ":" in host else host
+            if port is not None and port != default:
+                authority += f":{port}"
+            origin = self._origins[base] = Origin(parts.scheme, host, port or default,
+                                                  authority)
+        return origin, path
 
-    def _connect(self, key: tuple[str, str, int], deadline: float) -> http.client.HTTPConnection:
-        self._drop(key)
-        scheme, host, port = key
+    def _connect(self, origin: Origin, deadline: float) -> _Conn:
         left = deadline - time.monotonic()
         if left <= 0:
             raise Timeout("the deadline passed before connecting")
         timeout = min(self.connect_timeout, left)
-        conn: http.client.HTTPConnection
-        if scheme == "https":
-            conn = http.client.HTTPSConnection(host, port, timeout=timeout,
-                                               context=self._tls or default_tls())
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=timeout)
         try:
-            conn.connect()
+            sock = socket.create_connection((origin.host, origin.port), timeout)
         except socket.timeout:
             raise Unreachable(f"no connection within {timeout:g} s") from None
-        except (OSError, ssl.SSLError) as e:
-            conn.close()
-            raise Unreachable(str(e.strerror or e) if isinstance(e, OSError) else str(e)) from None
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._conns[key] = conn
-        return conn
+        except OSError as e:
+            raise Unreachable(str(e.strerror or e)) from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if origin.scheme == "https":
+            sock = self._handshake(sock, origin.host, timeout)
+        return _Conn(sock)
 
-    def _drop(self, key: tuple[str, str, int]) -> None:
-        conn = self._conns.pop(key, None)
-        if conn is not None:
-            conn.close()
+    def _handshake(self, sock: socket.socket, host: str, timeout: float) -> ssl.SSLSocket:
+        """TLS within the connect timeout as a whole, not per read."""
+        guard = REAPER.watch(sock, time.monotonic() + timeout, f"no TLS handshake within "
+                                                                f"{timeout:g} s")
+        try:
+            return (self._tls or default_tls()).wrap_socket(sock, server_hostname=host)
+        except (OSError, ValueError) as e:
+            sock.close()
+            raise Unreachable(guard.expired or str(e)) from None
+        finally:
+            guard.close()
+
+    def _keep(self, origin: Origin, conn: _Conn) -> None:
+        old = self._idle.pop(origin, None)
+        if old is not None:
+            old.sock.close()
+        self._idle[origin] = conn
 
     def close(self) -> None:
-        for key in list(self._conns):
-            self._drop(key)
+        while self._idle:
+            self._idle.popitem()[1].sock.close()
 
 
 _tls: ssl.SSLContext | None = None

@@ -14,7 +14,7 @@ import msgspec
 from ipc import httpclient
 from ipc.messages import MAX_WORK_MESSAGE, Done, Failed, Job, Metrics
 from workers.ollama import (CONNECT_TIMEOUT, OllamaError, error_text, find_model, iter_ndjson,
-                            list_models, session)
+                            list_models)
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +86,11 @@ def metrics(final: dict[str, Any], digest: str) -> Metrics:
 class Generator:
     """Runs jobs against one Ollama endpoint, one at a time (not thread-safe)."""
 
-    def __init__(self, endpoint: str, timeouts: Timeouts = Timeouts(),
-                 http: httpclient.Client | None = None) -> None:
+    def __init__(self, endpoint: str, timeouts: Timeouts = Timeouts()) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.timeouts = timeouts
-        self._http = http or session()
+        # its own keep-alive connection, the JSON content type sent with every call
+        self._http = httpclient.Client(connect_timeout=timeouts.connect, headers=JSON)
         self._digests: dict[str, str] = {}
 
     def run(self, job: Job) -> Done | Failed:
@@ -124,11 +124,10 @@ class Generator:
         first = budget(start + self.timeouts.first_chunk,
                        f"Ollama sent nothing within {self.timeouts.first_chunk:g} s "
                        "(model load too slow?)", deadline)
-        self._http.connect_timeout = min(self.timeouts.connect, deadline - start)
         try:
             stream = self._http.open("POST", self.endpoint + "/api/generate",
                                      body=msgspec.json.encode(request_body(job)),
-                                     headers=JSON, deadline=first[0], why=first[1])
+                                     deadline=first[0], why=first[1])
         except httpclient.Unreachable:
             raise (JobFailure("timeout", DEADLINE) if time.monotonic() >= deadline
                    else self._unreachable()) from None
