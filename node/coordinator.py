@@ -6,7 +6,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -67,6 +67,14 @@ class Answer:
     body: dict[str, Any] = field(default_factory=dict)
 
 
+class Answered(Protocol):
+    """An HTTP answer read whole, from either client."""
+    status: int
+    body: bytes
+
+    def header(self, name: str) -> str | None: ...
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -85,7 +93,7 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _error_fields(resp: httpclient.Response) -> tuple[str, str]:
+def _error_fields(resp: Answered) -> tuple[str, str]:
     body = _json_object(resp.body)
     if body is not None and isinstance(body.get("error"), str):
         detail = body.get("detail")
@@ -93,18 +101,110 @@ def _error_fields(resp: httpclient.Response) -> tuple[str, str]:
     return f"http_{resp.status}", resp.body[:200].decode("utf-8", "replace").strip()
 
 
+@dataclass(frozen=True)
+class Call:
+    """One operator call, built once and sent by either transport: the blocking `Coordinator`
+    below, or the supervisor's event-loop link (node/daemon/link.py)."""
+    method: str
+    path: str
+    json: Any = None
+    query: str = ""
+    headers: dict[str, str] | None = None
+    wait: float = 0.0                  # seconds the server may hold the call (a long poll)
+    max_bytes: int = MAX_ANSWER
+    body_required: bool = False
+
+    def encoded(self) -> bytes | None:
+        try:
+            return msgspec.json.encode(self.json) if self.json is not None else None
+        except (msgspec.EncodeError, UnicodeEncodeError, OverflowError, TypeError) as e:
+            raise Rejected(0, "unencodable", f"the message cannot be sent as JSON: {e}") \
+                from None
+
+
+def attach_call(signer: Signer, node_id: int, manifest: dict[str, Any],
+                manifest_hash: str) -> Call:
+    ts = now_ms()
+    return Call("POST", "/operator/attach", json={
+        "nodeId": node_id, "address": signer.address, "timestamp": ts, "manifest": manifest,
+        "signature": signer.sign(f"parallelix-node:attach:{node_id}:{ts}:{manifest_hash}")})
+
+
+def heartbeat_call(signer: Signer, node_id: int, seq: int, load: dict[str, int]) -> Call:
+    ts = now_ms()
+    return Call("POST", "/operator/heartbeat", json={
+        "nodeId": node_id, "timestamp": ts, "seq": seq, "load": load,
+        "signature": signer.sign(f"parallelix-node:heartbeat:{node_id}:{ts}")})
+
+
+def inbox_call(signer: Signer, node_id: int, wait_ms: int) -> Call:
+    ts = now_ms()
+    query = f"?nodeId={node_id}" + (f"&waitMs={wait_ms}" if wait_ms > 0 else "")
+    return Call("GET", "/operator/inbox", query=query, headers={
+        "X-Parallelix-Timestamp": str(ts),
+        "X-Parallelix-Signature": signer.sign(f"parallelix-node:inbox:{node_id}:{ts}")},
+        wait=max(wait_ms, 0) / 1000, max_bytes=MAX_INBOX_ANSWER, body_required=True)
+
+
+def result_call(body: dict[str, Any]) -> Call:
+    """POST an already signed result or failure report (signed once, posted many times)."""
+    return Call("POST", "/operator/result", json=body)
+
+
+def transport_error(base: str, path: str, e: httpclient.HttpError) -> CoordinatorError:
+    """One line naming the coordinator and the call, for an answer that never came whole."""
+    if isinstance(e, httpclient.Timeout):
+        return CoordinatorError(f"coordinator {base} timed out on {path} ({e})")
+    if isinstance(e, httpclient.TooLarge):
+        return CoordinatorError(f"coordinator {base} answer refused on {path}: {e}")
+    return CoordinatorError(f"coordinator {base} unreachable on {path} ({e})")
+
+
+def classify(call: Call, resp: Answered) -> Answer:
+    """The outcome of an answer (raises CoordinatorError/Denied/Rejected).
+
+    Liberal in what it accepts: any 2xx is success, its body read only where the caller
+    needs one. Only PROTOCOL.md's codes are final (denials stop the node, a 400 with a
+    rejection code is never retried); any other answer (a proxy's error page, a redirect,
+    which is never followed) is retried."""
+    status, path = resp.status, call.path
+    if 200 <= status < 300:
+        body = _json_object(resp.body) if status != 204 else {}
+        if body is None and call.body_required:
+            raise CoordinatorError(f"coordinator sent a {status} without a JSON object on "
+                                   f"{path}", status)
+        return Answer(status, body or {})
+    if 300 <= status < 400:
+        where = (resp.header("Location") or "nowhere")[:200]
+        raise CoordinatorError(f"coordinator answered {status} on {path} redirecting to "
+                               f"{where}: redirects are never followed", status)
+    code, detail = _error_fields(resp)
+    if status in (403, 404) and code in DENIAL_CODES:
+        raise Denied(status, code, detail)
+    if status in (409, 410) and path == "/operator/result":
+        return Answer(status, {"error": code, "detail": detail})
+    if status == 400 and code in REJECTION_CODES:
+        raise Rejected(status, code, detail)
+    raise CoordinatorError(f"coordinator answered {status} {code} on {path}", status)
+
+
+def user_agent(version: str | None = None) -> dict[str, str]:
+    """The headers every call carries, made once per client."""
+    return {"User-Agent": f"parallelix-node/{version or cli_version()}",
+            "Content-Type": "application/json"}
+
+
 class Coordinator:
-    """One coordinator base URL. Each thread that calls it gets its own keep-alive connection
-    (ipc/httpclient.py), kept for the thread's life: the supervisor calls from a fixed set of
-    long-lived threads, so the hot path never connects, starts a thread or builds headers."""
+    """One coordinator base URL, called blocking (the heartbeat process, the CLI). Each thread
+    that calls it gets its own keep-alive connection (ipc/httpclient.py), kept for the
+    thread's life."""
 
     def __init__(self, base_url: str, timeout: float = CALL_TIMEOUT,
                  version: str | None = None) -> None:
         self.base = base_url.rstrip("/")
         self.timeout = timeout
         self._local = threading.local()
-        self._headers = {"User-Agent": f"parallelix-node/{version or cli_version()}",
-                         "Content-Type": "application/json"}
+        self._headers = user_agent(version)
 
     @property
     def http(self) -> httpclient.Client:
@@ -119,48 +219,14 @@ class Coordinator:
         try:
             return self.http.request(method, self.base + path + query, body=body,
                                      headers=headers, timeout=timeout, max_bytes=max_bytes)
-        except httpclient.Timeout as e:
-            raise CoordinatorError(f"coordinator {self.base} timed out on {path} ({e})") from None
-        except httpclient.TooLarge as e:
-            raise CoordinatorError(f"coordinator {self.base} answer refused on {path}: {e}") \
-                from None
         except httpclient.HttpError as e:
-            raise CoordinatorError(f"coordinator {self.base} unreachable on {path} ({e})") \
-                from None
+            raise transport_error(self.base, path, e) from None
 
-    def _call(self, method: str, path: str, *, json: Any = None, query: str = "",
-              headers: dict | None = None, wait: float = 0.0, max_bytes: int = MAX_ANSWER,
-              body_required: bool = False) -> Answer:
-        """Send one request and classify the answer (raises CoordinatorError/Denied/Rejected).
-
-        Liberal in what it accepts: any 2xx is success, its body read only where the caller
-        needs one. Only PROTOCOL.md's codes are final (denials stop the node, a 400 with a
-        rejection code is never retried); any other answer (a proxy's error page, a redirect,
-        which is never followed) is retried."""
-        try:
-            data = msgspec.json.encode(json) if json is not None else None
-        except (msgspec.EncodeError, UnicodeEncodeError, OverflowError, TypeError) as e:
-            raise Rejected(0, "unencodable", f"the message cannot be sent as JSON: {e}") from None
-        resp = self._send(method, path, data, headers, self.timeout + wait, max_bytes, query)
-        status = resp.status
-        if 200 <= status < 300:
-            body = _json_object(resp.body) if status != 204 else {}
-            if body is None and body_required:
-                raise CoordinatorError(f"coordinator sent a {status} without a JSON object on "
-                                       f"{path}", status)
-            return Answer(status, body or {})
-        if 300 <= status < 400:
-            where = (resp.header("Location") or "nowhere")[:200]
-            raise CoordinatorError(f"coordinator answered {status} on {path} redirecting to "
-                                   f"{where}: redirects are never followed", status)
-        code, detail = _error_fields(resp)
-        if status in (403, 404) and code in DENIAL_CODES:
-            raise Denied(status, code, detail)
-        if status in (409, 410) and path == "/operator/result":
-            return Answer(status, {"error": code, "detail": detail})
-        if status == 400 and code in REJECTION_CODES:
-            raise Rejected(status, code, detail)
-        raise CoordinatorError(f"coordinator answered {status} {code} on {path}", status)
+    def call(self, call: Call) -> Answer:
+        """Send one call and classify its answer (raises CoordinatorError/Denied/Rejected)."""
+        resp = self._send(call.method, call.path, call.encoded(), call.headers,
+                          self.timeout + call.wait, call.max_bytes, call.query)
+        return classify(call, resp)
 
     def network(self) -> NetworkInfo:
         """GET /network: public and unsigned; also yields latency and the server's clock."""
@@ -191,30 +257,3 @@ class Coordinator:
         return NetworkInfo(chain if isinstance(chain, int) and not isinstance(chain, bool) else None,
                            contracts, version if isinstance(version, str) else None,
                            latency, server_ms)
-
-    # --- signed operator endpoints -----------------------------------------------------
-
-    def attach(self, signer: Signer, node_id: int, manifest: dict[str, Any],
-               manifest_hash: str) -> Answer:
-        ts = now_ms()
-        return self._call("POST", "/operator/attach", json={
-            "nodeId": node_id, "address": signer.address, "timestamp": ts, "manifest": manifest,
-            "signature": signer.sign(f"parallelix-node:attach:{node_id}:{ts}:{manifest_hash}")})
-
-    def heartbeat(self, signer: Signer, node_id: int, seq: int, load: dict[str, int]) -> Answer:
-        ts = now_ms()
-        return self._call("POST", "/operator/heartbeat", json={
-            "nodeId": node_id, "timestamp": ts, "seq": seq, "load": load,
-            "signature": signer.sign(f"parallelix-node:heartbeat:{node_id}:{ts}")})
-
-    def inbox(self, signer: Signer, node_id: int, wait_ms: int) -> Answer:
-        ts = now_ms()
-        query = f"?nodeId={node_id}" + (f"&waitMs={wait_ms}" if wait_ms > 0 else "")
-        return self._call("GET", "/operator/inbox", query=query, headers={
-            "X-Parallelix-Timestamp": str(ts),
-            "X-Parallelix-Signature": signer.sign(f"parallelix-node:inbox:{node_id}:{ts}")},
-            wait=max(wait_ms, 0) / 1000, max_bytes=MAX_INBOX_ANSWER, body_required=True)
-
-    def post_result(self, body: dict[str, Any]) -> Answer:
-        """POST an already signed result or failure report (signed once, posted many times)."""
-        return self._call("POST", "/operator/result", json=body)

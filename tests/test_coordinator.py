@@ -1,5 +1,6 @@
 """How the node reads coordinator answers that PROTOCOL.md allows or that the real world sends
 (proxies, terse bodies), against a real HTTP server on loopback answering as scripted."""
+import asyncio
 import json
 import signal
 import threading
@@ -8,7 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from node.coordinator import Coordinator, CoordinatorError, Denied, Rejected
+from node.coordinator import (Call, Coordinator, CoordinatorError, Denied, Rejected, attach_call,
+                              heartbeat_call, inbox_call, result_call)
+from node.daemon.link import Link
 from node.identity import Signer, new_secret
 from tests.nodeproc import is_event, run_daemon
 
@@ -75,13 +78,34 @@ def scripted():
         s.close()
 
 
+def blocking(url: str, call: Call):
+    return Coordinator(url).call(call)
+
+
+def on_a_loop(url: str, call: Call):
+    async def go():
+        link = Link(url)
+        try:
+            return await link.call(call)
+        finally:
+            link.close()
+    return asyncio.run(go())
+
+
+# Both transports read answers the same way: the heartbeat process's blocking client and the
+# supervisor's event-loop link.
+transports = pytest.mark.parametrize("send", [blocking, on_a_loop], ids=["blocking", "loop"])
+
+
+@transports
 @pytest.mark.parametrize("answer", [(200, "text/plain", b""), (200, "text/plain", b"ok"),
                                     (202, "application/json", b"[]"), j(200, {"state": "active"})])
-def test_any_2xx_to_a_heartbeat_or_result_is_success(scripted, answer):
+def test_any_2xx_to_a_heartbeat_or_result_is_success(scripted, send, answer):
     server = scripted({("POST", "/operator/heartbeat"): answer, ("POST", "/operator/result"): answer})
-    coord, signer = Coordinator(server.url), Signer(new_secret())
-    assert coord.heartbeat(signer, 1, 1, {"busy": 0, "slots": 1, "served": 0}).status == answer[0]
-    assert coord.post_result({"nodeId": 1, "requestId": "r"}).status == answer[0]
+    signer = Signer(new_secret())
+    beat = heartbeat_call(signer, 1, 1, {"busy": 0, "slots": 1, "served": 0})
+    assert send(server.url, beat).status == answer[0]
+    assert send(server.url, result_call({"nodeId": 1, "requestId": "r"})).status == answer[0]
 
 
 @pytest.mark.parametrize("answer,raised,code", [
@@ -96,20 +120,21 @@ def test_any_2xx_to_a_heartbeat_or_result_is_success(scripted, answer):
     (j(401, {"error": "unauthorized"}), CoordinatorError, None),
     (j(400, {"error": "weird_new_code"}), CoordinatorError, None),
     ((502, "text/html", b"bad gateway"), CoordinatorError, None)])
-def test_only_protocol_denials_stop_the_node(scripted, answer, raised, code):
+@transports
+def test_only_protocol_denials_stop_the_node(scripted, send, answer, raised, code):
     server = scripted({("POST", "/operator/result"): answer})
     with pytest.raises(raised) as caught:
-        Coordinator(server.url).post_result({"nodeId": 1, "requestId": "r"})
+        send(server.url, result_call({"nodeId": 1, "requestId": "r"}))
     assert getattr(caught.value, "code", None) == code
 
 
-def test_409_and_410_count_as_delivered_and_an_inbox_needs_json(scripted):
+@transports
+def test_409_and_410_count_as_delivered_and_an_inbox_needs_json(scripted, send):
     server = scripted({("POST", "/operator/result"): j(409, {"error": "already_submitted"}),
                        ("GET", "/operator/inbox"): (200, "text/html", b"<html>")})
-    coord = Coordinator(server.url)
-    assert coord.post_result({"requestId": "r"}).status == 409
+    assert send(server.url, result_call({"requestId": "r"})).status == 409
     with pytest.raises(CoordinatorError):
-        coord.inbox(Signer(new_secret()), 1, 0)
+        send(server.url, inbox_call(Signer(new_secret()), 1, 0))
 
 
 def node_routes(inbox, heartbeat=j(200, {"state": "active"})):
@@ -157,10 +182,11 @@ def test_verify_says_when_something_else_answers_at_those_addresses(scripted, cl
     assert "not as a ParalleliX coordinator" in checks["coordinator"]["fix"]
 
 
-def test_a_409_means_delivered_only_for_results(scripted):
+@transports
+def test_a_409_means_delivered_only_for_results(scripted, send):
     server = scripted({("POST", "/operator/attach"): j(409, {"error": "already_submitted"})})
     with pytest.raises(CoordinatorError):
-        Coordinator(server.url).attach(Signer(new_secret()), 1, {}, "0x00")
+        send(server.url, attach_call(Signer(new_secret()), 1, {}, "0x00"))
 
 
 def test_intervals_the_json_reader_cannot_make_whole_fall_back_to_defaults(scripted, node_home,

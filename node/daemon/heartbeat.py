@@ -17,7 +17,8 @@ import zmq
 
 from ipc import messages as m
 from ipc.handover import HandoverError, read_handover
-from node.coordinator import Coordinator, CoordinatorError, Denied, Rejected, now_ms
+from node.coordinator import (Coordinator, CoordinatorError, Denied, Rejected, heartbeat_call,
+                              now_ms)
 from node.identity import Signer
 from workers.logfmt import log_to_stderr
 from workers.parent import parent_gone, term_on_parent_death
@@ -82,7 +83,7 @@ class HeartbeatLoop:
         delay = 0.5
         while True:
             try:
-                self.coord.heartbeat(self.signer, self.node_id, self.seq, load)
+                self.coord.call(heartbeat_call(self.signer, self.node_id, self.seq, load))
                 self._report(m.BeatResult(seq=self.seq, ok=True, status=200, at_ms=now_ms()))
                 return
             except Denied as e:

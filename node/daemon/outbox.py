@@ -50,6 +50,10 @@ class Outbox:
         except FileNotFoundError:
             pass
 
+    def remove_many(self, request_ids: list[str]) -> list[None]:
+        """Remove delivered bodies in one go (the supervisor batches them on its disk lane)."""
+        return [self.remove(rid) for rid in request_ids]
+
     def reject(self, request_id: str) -> Path:
         """Move a body the coordinator refused as malformed aside, for a human to look at."""
         self.rejected.mkdir(mode=0o700, exist_ok=True)

@@ -1,9 +1,9 @@
 """The supervisor: the one process that holds the key and talks to the coordinator.
 
-One asyncio loop in one thread owns every ZeroMQ socket (anchors §8.1). Blocking HTTP and
-outbox files run in long-lived lanes (node/daemon/lanes.py: one thread and keep-alive
-connection per poller, two for deliveries, one for the outbox) so nothing stalls the loop and
-nothing is set up per call; results come back to it. Per request:
+One asyncio loop in one thread owns every ZeroMQ socket (anchors §8.1) and makes the hot
+path's coordinator calls itself, on kept-alive connections (node/daemon/link.py): no thread
+per call. Outbox files are written in a long-lived lane (node/daemon/lanes.py), in batches
+(group commit), so an fsync never stalls the loop. Per request:
 poll -> dispatch to an idle worker (READY credit) -> text back -> PoE -> sign -> outbox ->
 post -> delete. Liveness (heartbeat process), worker supervision, signals and the control
 socket hang off the same loop: a 0.5 s tick reaps, pings, expires and feeds the watchdog.
@@ -28,10 +28,12 @@ from ipc import messages as m
 from ipc.handover import new_identity
 from node.daemon import metrics, pool, procs, sdnotify
 from node.daemon.lanes import Batched, Lane
-from node.coordinator import Coordinator, CoordinatorError, Denied, Rejected, now_ms
+from node.coordinator import (Coordinator, CoordinatorError, Denied, Rejected, attach_call,
+                              inbox_call, now_ms, result_call)
 from node.home import Home
 from node.identity import Signer, node_key_hash
 from node.daemon.inbox import InboxRequest, Malformed, parse_inbox
+from node.daemon.link import Link
 from node.daemon.manifest import manifest_hash, survey_ollama, with_ollama
 from node.daemon.outbox import Outbox
 from node.daemon.results import signed_failure, signed_success
@@ -48,6 +50,7 @@ TICK = 0.5
 LONG_POLL_MS = 5_000
 DEADLINE_GRACE = 15.0       # a job this far past its deadline means its worker hangs
 LOST_JOB_GRACE = 1.0        # wait for a dead worker's last message before retrying its job
+DELIVERIES = 4              # result posts in flight at once (a backlog at start goes 4 by 4)
 MAX_ATTEMPTS = 2            # a request is tried on at most two workers, then reported failed
 MANIFEST_EVERY = 60.0       # re-survey Ollama this often (a model pulled): re-attach on change
 EXIT_OK, EXIT_FAILURE, EXIT_IDENTITY = 0, 1, 3
@@ -111,7 +114,8 @@ class Supervisor:
         self.home: Home = run.settings.home
         self.node_id = run.node_id
         self.signer = run.signer
-        self.coord = Coordinator(run.settings.coordinator)
+        self.coord = Coordinator(run.settings.coordinator)  # the rare calls: GET /network
+        self.link = Link(run.settings.coordinator)           # attach, inbox, results
         self.manifest = run.manifest           # as last attached
         self.outbox = Outbox(self.home.outbox)
         self.slots: list[pool.Slot] = []
@@ -145,9 +149,9 @@ class Supervisor:
         self.metrics = metrics.NodeMetrics(run.node_id, run.signer.address, cli_version(),
                                            run.settings.model)
         self.metrics_server: Any = None
-        self.delivery = Lane("deliver", threads=2)
         self.disk = Lane("outbox")
         self.persist = Batched(self.disk, self.outbox.put_many)  # group commit
+        self.unpersist = Batched(self.disk, self.outbox.remove_many)
         self.paused = read_state(self.home).get("paused") is True  # kept until resume or a drain
         self.draining = False
         self.drain_deadline: float | None = None
@@ -171,6 +175,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self.signals.put_nowait, sig)
         self.capacity = asyncio.Condition()
+        self.delivering = asyncio.Semaphore(DELIVERIES)
         self.stopped = asyncio.Event()
         self.coordinator_answered = asyncio.Event()  # a delivery succeeded: wake the waiting
         if self.run_cfg.settings.metrics is not None:
@@ -195,8 +200,8 @@ class Supervisor:
                 log.warning("maintenance.paused at=start: `parallelix-node pause` left it "
                             "paused; `parallelix-node resume` takes requests again")
             self._task(self._keep_manifest())
-            for i, _ in enumerate(self.slots):
-                self._task(self._intake(Lane(f"poll-{i}")))
+            for _ in self.slots:
+                self._task(self._intake())
         else:
             self._begin_stop(abandon=True)
         await self.stopped.wait()
@@ -293,8 +298,8 @@ class Supervisor:
         delay = 1.0
         while not self.stopping:
             try:
-                answer = await run_blocking(self.coord.attach, self.signer, self.node_id,
-                                            manifest, digest)
+                answer = await self.link.call(attach_call(self.signer, self.node_id,
+                                                          manifest, digest))
                 break
             except CoordinatorError as e:
                 self.metrics.coordinator_error("attach", metrics.error_kind(e))
@@ -438,9 +443,9 @@ class Supervisor:
         idle = sum(1 for s in self.slots if s.idle)
         return idle - len(self.pending) - self.reserved
 
-    async def _intake(self, lane: Lane) -> None:
-        """One of N pollers (N = slots), each with its own lane (a thread and a kept-alive
-        connection): polls only while a worker slot is free, at once when one becomes free."""
+    async def _intake(self) -> None:
+        """One of N pollers (N = slots), each holding a kept-alive connection while it polls:
+        polls only while a worker slot is free, at once when one becomes free."""
         backoff = 1.0
         while not self.stopping:
             async with self.capacity:
@@ -450,8 +455,8 @@ class Supervisor:
                 return
             self.reserved += 1
             try:
-                answer = await lane.run(self.coord.inbox, self.signer, self.node_id,
-                                        LONG_POLL_MS)
+                answer = await self.link.call(inbox_call(self.signer, self.node_id,
+                                                         LONG_POLL_MS))
             except CoordinatorError as e:
                 self.metrics.coordinator_error("inbox", metrics.error_kind(e))
                 log.warning("inbox.retry reason=%s in=%.0fs", e, backoff)
@@ -636,7 +641,8 @@ class Supervisor:
         delay = 1.0
         while True:
             try:
-                answer = await self.delivery.run(self.coord.post_result, body)
+                async with self.delivering:
+                    answer = await self.link.call(result_call(body))
             except CoordinatorError as e:
                 self.metrics.coordinator_error("result", metrics.error_kind(e))
                 self.delivery_error = str(e)
@@ -672,7 +678,7 @@ class Supervisor:
             elif answer.status == 409:
                 log.info("result.duplicate request=%s: an earlier copy was accepted", rid)
             try:
-                await self.disk.run(self.outbox.remove, rid)
+                await self.unpersist.run(rid)
             except OSError as e:
                 log.error("outbox.remove_failed request=%s reason=%s: it will be sent again "
                           "at the next start (the coordinator answers 409)", rid, e)
@@ -1036,6 +1042,7 @@ class Supervisor:
         await run_blocking(lambda: [t.join() for t in stoppers])
         if self.metrics_server is not None:
             await run_blocking(metrics.close, self.metrics_server)
+        self.link.close()
         if self.draining:
             self._record_drain(given_back)
         left = self.outbox.depth()

@@ -1,0 +1,193 @@
+"""The supervisor's event-loop HTTP client (ipc/asynchttp.py) against raw TCP servers on
+loopback that answer with scripted bytes: framing, keep-alive, stale connections, caps and
+deadlines."""
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from ipc import asynchttp
+from ipc.httpclient import HttpError, Timeout, TooLarge, Unreachable
+
+
+class RawServer:
+    """Accepts connections and hands each to `serve(conn, n)` (n counts connections)."""
+
+    def __init__(self, serve: Callable[[socket.socket, int], None]) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self._serve = serve
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._run, args=(conn, self.connections), daemon=True).start()
+
+    def _run(self, conn: socket.socket, n: int) -> None:
+        with conn:
+            try:
+                self._serve(conn, n)
+            except OSError:
+                pass
+
+    def read_request(self, conn: socket.socket) -> bytes:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return b""
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        while len(rest) < length:
+            rest += conn.recv(65536)
+        self.requests.append(head + b"\r\n\r\n" + rest)
+        return head
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def raw():
+    servers = []
+
+    def make(serve):
+        servers.append(RawServer(serve))
+        return servers[-1]
+    yield make
+    for s in servers:
+        s.close()
+
+
+def call(url: str, *calls: tuple[str, str, bytes | None], timeout: float = 5.0,
+         max_bytes: int = 1 << 20) -> list:
+    """Make the calls one after another on one client; each outcome is an answer or an error."""
+    async def go() -> list:
+        client = asynchttp.Client(url, connect_timeout=2.0, headers={"User-Agent": "t"})
+        out = []
+        for method, target, body in calls:
+            try:
+                out.append(await client.request(method, target, timeout=timeout,
+                                                 max_bytes=max_bytes, body=body))
+            except HttpError as e:
+                out.append(e)
+        client.close()
+        return out
+    return asyncio.run(go())
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def test_answers_are_read_whole_and_the_connection_is_kept_alive(raw):
+    def serve(conn, n):
+        while server.read_request(conn):
+            conn.sendall(OK)
+    server = raw(serve)
+    answers = call(server.url, ("GET", "/a", None), ("POST", "/b?x=1", b'{"k":1}'),
+                   ("GET", "/c", None))
+    assert [(a.status, a.body) for a in answers] == [(200, b"ok")] * 3
+    assert server.connections == 1
+    post = server.requests[1]
+    assert post.startswith(b"POST /b?x=1 HTTP/1.1\r\n")
+    assert b"\r\nContent-Length: 7\r\n" in post and post.endswith(b'{"k":1}')
+    assert b"\r\nUser-Agent: t\r\n" in post and b"\r\nHost: 127.0.0.1:" in post
+
+
+def test_chunked_and_read_until_close_bodies(raw):
+    def serve(conn, n):
+        server.read_request(conn)
+        if n == 1:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+            server.read_request(conn)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close")
+            conn.shutdown(socket.SHUT_WR)
+    server = raw(serve)
+    first, second = call(server.url, ("GET", "/", None), ("GET", "/", None))
+    assert (first.body, second.body) == (b"abcde", b"until close")
+
+
+def test_a_kept_alive_connection_the_server_closed_is_retried_once_on_a_new_one(raw):
+    def serve(conn, n):
+        server.read_request(conn)
+        conn.sendall(OK)
+        if n == 1:  # close after the first answer, without saying so: a stale idle connection
+            server.read_request(conn)
+            return
+        while server.read_request(conn):
+            conn.sendall(OK)
+    server = raw(serve)
+    answers = call(server.url, ("GET", "/1", None), ("GET", "/2", None))
+    assert [a.status for a in answers] == [200, 200]
+    assert server.connections == 2
+
+
+def test_malformed_and_cut_short_answers_are_errors_not_crashes(raw):
+    replies = {1: b"SMTP ready\r\n\r\n",
+               2: b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+               3: b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"}
+
+    def serve(conn, n):
+        server.read_request(conn)
+        conn.sendall(replies[n])
+    server = raw(serve)
+    outcomes = [call(server.url, ("GET", "/", None))[0] for _ in replies]
+    assert all(type(o) is HttpError for o in outcomes), outcomes
+    assert "closed before the answer ended" in str(outcomes[2])
+
+
+def test_an_answer_over_the_cap_is_refused_on_its_length_and_as_it_streams(raw):
+    def serve(conn, n):
+        server.read_request(conn)
+        if n == 1:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n")
+        else:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            while True:
+                conn.sendall(b"400\r\n" + b"x" * 1024 + b"\r\n")
+    server = raw(serve)
+    announced = call(server.url, ("GET", "/", None), max_bytes=4096)[0]
+    streamed = call(server.url, ("GET", "/", None), max_bytes=4096)[0]
+    assert isinstance(announced, TooLarge) and "announces 999999999" in str(announced)
+    assert isinstance(streamed, TooLarge) and "exceeds 4096" in str(streamed)
+
+
+def test_a_trickling_server_cannot_hold_a_call_past_its_deadline(raw):
+    def serve(conn, n):
+        server.read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        for _ in range(100):
+            conn.sendall(b"x")
+            time.sleep(0.2)
+    server = raw(serve)
+    started = time.monotonic()
+    outcome = call(server.url, ("GET", "/", None), timeout=0.5)[0]
+    assert isinstance(outcome, Timeout) and "within 0.5 s" in str(outcome)
+    assert time.monotonic() - started < 10  # far below the 20 s the trickle would take
+
+
+def test_nothing_listening_is_unreachable():
+    spare = socket.create_server(("127.0.0.1", 0))
+    port = spare.getsockname()[1]
+    spare.close()
+    outcome = call(f"http://127.0.0.1:{port}", ("GET", "/", None))[0]
+    assert isinstance(outcome, Unreachable)
+
+
+def test_a_header_that_would_split_the_request_is_refused_before_sending():
+    with pytest.raises(ValueError):
+        asynchttp.Client("http://127.0.0.1:1", connect_timeout=1,
+                         headers={"X-Evil": "a\r\nInjected: yes"})
