@@ -55,11 +55,21 @@ class Metrics(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     model_digest: str = ""
 
 
+class Timing(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The worker's own share of a job, in seconds: durations on its clock, never timestamps
+    (two processes' clocks are not compared). The supervisor's metrics split a request's time
+    into stages with them (parallelix_stage_seconds)."""
+    to_ollama: float = 0.0     # the job thread took the job -> the request went to Ollama
+    ollama: float = 0.0        # the request went -> Ollama's last line was read
+    reply: float = 0.0         # the last line was read -> Done was built
+
+
 class Done(_Msg):
     job: int
     request_id: str
     text: str
     metrics: Metrics
+    timing: Timing | None = None
 
 
 class Failed(_Msg):

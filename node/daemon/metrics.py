@@ -19,6 +19,7 @@ from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
                                disable_created_metrics, start_http_server)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from ipc.messages import Timing
 from node.coordinator import Denied, Rejected
 from node.daemon.results import FAILURE_CODES
 from node.errors import ConfigError
@@ -31,9 +32,25 @@ SNAPSHOT_TIMEOUT = 2.0   # a loop that cannot answer a scrape in this long is st
 MAX_MODELS = 32          # model labels come from the coordinator: bounded, the rest is "other"
 OLLAMA_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 600)
 OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                 0.5, 1, 2.5, 10, 60, 300)
+# A served request's way through the node, in order (README, "Monitoring a fleet").
+STAGES = ("poll", "dispatch", "worker_to_ollama", "ollama", "worker_reply", "sign", "outbox",
+          "post")
 RESULT_ANSWERS = ("accepted", "duplicate", "expired", "rejected")
 ENDPOINTS = ("network", "attach", "heartbeat", "inbox", "result")
 ERROR_KINDS = ("unreachable", "server_error", "http_error", "rejected", "denied")
+
+
+@dataclass(slots=True)
+class Trace:
+    """One served request after its poll, as the supervisor's monotonic clock saw it (job sent,
+    Done received, body signed, outbox durable), with the worker's own durations from Done."""
+    sent: float
+    received: float
+    signed: float
+    worker: Timing | None
+    durable: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +103,13 @@ class NodeMetrics:
                                           "added time per served request: from dispatch to a "
                                           "worker to the signed result, less Ollama's time.",
                                           buckets=OVERHEAD_BUCKETS, registry=reg)
+        stage = Histogram("parallelix_stage_seconds", "Time per stage of a served request: "
+                          "poll (inbox round trip of an answer carrying a request), dispatch "
+                          "(job to the worker and Done back, less the worker's own stages), "
+                          "worker_to_ollama, ollama (request sent to last line read), "
+                          "worker_reply, sign, outbox (durable), post (to the coordinator's "
+                          "answer).", ["stage"], buckets=STAGE_BUCKETS, registry=reg)
+        self._stage = {name: stage.labels(name).observe for name in STAGES}  # bound once: cheap
         self.tokens = Counter("parallelix_tokens_generated", "Tokens generated (Ollama's "
                               "eval_count) by served requests.", ["model"], registry=reg)
         self.results = Counter("parallelix_results_delivered", "Signed results and failure "
@@ -133,6 +157,25 @@ class NodeMetrics:
         self.ollama_seconds.labels(label).observe(ollama_s)
         self.overhead_seconds.observe(max(0.0, overhead_s))
         self.tokens.labels(label).inc(tokens)
+
+    def polled(self, seconds: float) -> None:
+        """An inbox answer carrying a request came back `seconds` after the call went out."""
+        self._stage["poll"](seconds)
+
+    def delivered(self, trace: Trace, answered: float) -> None:
+        """The coordinator answered a served request's result at `answered` (monotonic):
+        record every stage after its poll."""
+        stage, worker = self._stage, trace.worker
+        inside = 0.0
+        if worker is not None:
+            stage["worker_to_ollama"](worker.to_ollama)
+            stage["ollama"](worker.ollama)
+            stage["worker_reply"](worker.reply)
+            inside = worker.to_ollama + worker.ollama + worker.reply
+        stage["dispatch"](max(0.0, trace.received - trace.sent - inside))
+        stage["sign"](trace.signed - trace.received)
+        stage["outbox"](trace.durable - trace.signed)
+        stage["post"](answered - trace.durable)
 
     def failed(self, model: str | None, code: str) -> None:
         self.requests.labels(self._model(model) if model else "other", code).inc()
