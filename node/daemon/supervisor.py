@@ -26,6 +26,7 @@ import zmq.asyncio
 
 from ipc import messages as m
 from ipc.handover import new_identity
+from ipc.loopsocket import LoopSocket
 from node.daemon import metrics, pool, procs, sdnotify
 from node.daemon.lanes import Batched, Lane
 from node.coordinator import (Coordinator, CoordinatorError, Denied, Rejected, attach_call,
@@ -233,11 +234,12 @@ class Supervisor:
         old_umask = os.umask(0o177)  # bind has no mode option: this makes the sockets 0600
         try:
             self.work_endpoint = f"ipc://{folder / 'work.sock'}"
-            self.work = self.ctx.socket(zmq.ROUTER)
-            self.work.setsockopt(zmq.ROUTER_MANDATORY, 1)  # ROUTER_HANDOVER stays off:
-            self.work.setsockopt(zmq.MAXMSGSIZE, m.MAX_WORK_MESSAGE)  # no route is taken over
-            self.work.setsockopt(zmq.SNDHWM, 64)
-            self.work.bind(self.work_endpoint)
+            work = self.ctx.socket(zmq.ROUTER, socket_class=zmq.Socket)  # drained: the hot path
+            work.setsockopt(zmq.ROUTER_MANDATORY, 1)  # ROUTER_HANDOVER stays off:
+            work.setsockopt(zmq.MAXMSGSIZE, m.MAX_WORK_MESSAGE)  # no route is taken over
+            work.setsockopt(zmq.SNDHWM, 64)
+            work.bind(self.work_endpoint)
+            self.work = LoopSocket(work)
             self.hb_endpoint = f"ipc://{folder / 'heartbeat.sock'}"
             self.hb = self.ctx.socket(zmq.ROUTER)  # not PAIR: the first to connect would own it
             self.hb.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -254,6 +256,7 @@ class Supervisor:
             os.umask(old_umask)
 
     def _close_sockets(self) -> None:
+        self.work.close()
         self.ctx.destroy(linger=0)
         folder = self.sock_dir
         clear_stale_sockets(folder)
@@ -514,7 +517,7 @@ class Supervisor:
             job = m.Job(job=self.job_counter, request_id=req.id, model=req.model,
                         prompt=req.prompt, system=req.system, options=req.options or {},
                         deadline_ms=req.deadline_ms, cpu_only=self.run_cfg.cpu_only)
-            if not await self._send(self.work, slot.identity, m.encoder.encode(job)):
+            if not self.work.send(slot.identity, m.encoder.encode(job)):
                 log.warning("dispatch.unroutable slot=%s: worker gone, requeued", slot.name)
                 slot.ready = False
                 self.pending.appendleft((req, attempt))
@@ -531,8 +534,7 @@ class Supervisor:
     # --- worker messages ------------------------------------------------------------------
 
     async def _recv_work(self) -> None:
-        while True:
-            frames = await self.work.recv_multipart()
+        async for frames in self.work.messages():
             if len(frames) != 2:
                 log.warning("work.malformed frames=%d: dropped", len(frames))
                 continue
@@ -883,7 +885,7 @@ class Supervisor:
             return
         for slot in self.slots:
             slot.retiring = True
-            await self._send_stop(slot)
+            self._send_stop(slot)
         fresh = self._new_slots(new)
         for slot in fresh:
             pool.spawn_worker(slot, self.work_endpoint, os.getpid())
@@ -892,8 +894,8 @@ class Supervisor:
         self.manifest_dirty.set()
         log.info("reload.workers old=%d new=%d", sum(s.retiring for s in self.slots), len(fresh))
 
-    async def _send_stop(self, slot: pool.Slot) -> None:
-        await self._send(self.work, slot.identity, m.encoder.encode(m.Stop()))
+    def _send_stop(self, slot: pool.Slot) -> None:
+        self.work.send(slot.identity, m.encoder.encode(m.Stop()))
 
     # --- the tick: reap, ping, expire, respawn, feed the heartbeat and the watchdog --------
 
@@ -906,7 +908,7 @@ class Supervisor:
             self._murder_hung(now)
             await self._retry_lost(now)
             self._expire_pending()
-            await self._ping(now)
+            self._ping(now)
             if not self.stopping:
                 self._respawn(now)
                 self._keep_heartbeat(now)
@@ -981,11 +983,11 @@ class Supervisor:
             if slot.proc is None and not slot.retiring and now >= slot.respawn_at:
                 pool.spawn_worker(slot, self.work_endpoint, os.getpid())
 
-    async def _ping(self, now: float) -> None:
+    def _ping(self, now: float) -> None:
         for slot in self.slots:
             if slot.ready and now - slot.last_ping >= pool.PING_EVERY:
                 slot.last_ping = now
-                await self._send(self.work, slot.identity, m.encoder.encode(m.Ping(seq=int(now))))
+                self.work.send(slot.identity, m.encoder.encode(m.Ping(seq=int(now))))
 
     def _keep_heartbeat(self, now: float) -> None:
         if self.hb_proc is None or self.hb_proc.poll() is None:
@@ -1033,7 +1035,7 @@ class Supervisor:
             task.cancel()
         await self._send(self.hb, self.hb_identity, m.encoder.encode(m.StopHeartbeat()))
         for slot in self.slots:
-            await self._send_stop(slot)
+            self._send_stop(slot)
         grace = 1.0 if self.abandon else pool.KILL_GRACE
         stoppers = [threading.Thread(target=procs.terminate, args=(p, grace))
                     for p in [s.proc for s in self.slots] + [self.hb_proc] if p is not None]
