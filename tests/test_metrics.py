@@ -13,6 +13,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from node.daemon.metrics import STAGES
 from node.errors import ConfigError
 from node.home import Home
 from node.keyfile import read_key
@@ -121,6 +122,19 @@ def test_a_scrape_counts_what_the_coordinator_saw(served):
         assert value(s, "parallelix_process_cpu_seconds_total", role=role) > 0
         assert value(s, "parallelix_process_resident_memory_bytes", role=role) > 10 * 2**20
     assert not [n for n in s if not n.startswith("parallelix_")]
+
+
+def test_a_served_request_lands_once_in_every_stage(served):
+    s = served.samples
+    for stage in STAGES:
+        if stage != "poll":
+            assert value(s, "parallelix_stage_seconds_count", stage=stage) == len(GOOD), stage
+        assert value(s, "parallelix_stage_seconds_sum", stage=stage) >= 0, stage
+    # every inbox answer that carried a request, served or failed
+    assert value(s, "parallelix_stage_seconds_count", stage="poll") == \
+        len(served.stats["dispatches"]) == len(GOOD + BAD)
+    assert value(s, "parallelix_stage_seconds_sum", stage="ollama") > 0
+    assert value(s, "parallelix_stage_seconds_bucket", stage="sign", le="+Inf") == len(GOOD)
 
 
 def test_the_scrape_holds_no_key_and_no_prompt(served):

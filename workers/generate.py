@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from ipc import httpclient
-from ipc.messages import MAX_WORK_MESSAGE, Done, Failed, Job, Metrics
+from ipc.messages import MAX_WORK_MESSAGE, Done, Failed, Job, Metrics, Timing
 from workers.ollama import (CONNECT_TIMEOUT, OllamaError, error_text, find_model, iter_ndjson,
                             list_models)
 
@@ -92,15 +92,19 @@ class Generator:
         # its own keep-alive connection, the JSON content type sent with every call
         self._http = httpclient.Client(connect_timeout=timeouts.connect, headers=JSON)
         self._digests: dict[str, str] = {}
+        self._sent = self._last = 0.0   # the running job's request to Ollama, its last line
 
     def run(self, job: Job) -> Done | Failed:
         """Serve `job`; every failure is returned as `Failed`, never raised."""
+        taken = time.monotonic()
         try:
             text, final = self._generate(job)
         except JobFailure as e:
             return Failed(job=job.job, request_id=job.request_id, code=e.code, message=str(e))
-        return Done(job=job.job, request_id=job.request_id, text=text,
-                    metrics=metrics(final, self.digest(job.model)))
+        found = metrics(final, self.digest(job.model))
+        return Done(job=job.job, request_id=job.request_id, text=text, metrics=found,
+                    timing=Timing(to_ollama=self._sent - taken, ollama=self._last - self._sent,
+                                  reply=time.monotonic() - self._last))
 
     def digest(self, model: str) -> str:
         """The digest /api/tags lists for `model`, cached per name and refreshed on a miss;
@@ -124,6 +128,7 @@ class Generator:
         first = budget(start + self.timeouts.first_chunk,
                        f"Ollama sent nothing within {self.timeouts.first_chunk:g} s "
                        "(model load too slow?)", deadline)
+        self._sent = time.monotonic()
         try:
             stream = self._http.open("POST", self.endpoint + "/api/generate",
                                      body=msgspec.json.encode(request_body(job)),
@@ -167,6 +172,7 @@ class Generator:
                                      f"the answer exceeds {MAX_TEXT_BYTES} bytes; set num_predict")
                 parts.append(piece)
             if chunk.get("done") is True:
+                self._last = time.monotonic()
                 return "".join(parts), chunk
         if guard.expired:
             raise JobFailure("timeout", guard.expired)

@@ -457,6 +457,7 @@ class Supervisor:
             if self.stopping:
                 return
             self.reserved += 1
+            asked = time.monotonic()
             try:
                 answer = await self.link.call(inbox_call(self.signer, self.node_id,
                                                          LONG_POLL_MS))
@@ -479,7 +480,10 @@ class Supervisor:
             finally:
                 self.reserved -= 1
             backoff = 1.0
-            if not await self._accept(answer.body if answer.status != 204 else {}):
+            answered = time.monotonic()
+            if await self._accept(answer.body if answer.status != 204 else {}):
+                self.metrics.polled(answered - asked)
+            else:
                 await self._sleep_unless_stopping(self.poll_interval * random.uniform(0.8, 1.2))
 
     async def _accept(self, body: dict[str, Any]) -> bool:
@@ -577,6 +581,7 @@ class Supervisor:
         await self._release()
 
     async def _finished(self, slot: pool.Slot, msg: m.Done | m.Failed) -> None:
+        received = time.monotonic()
         rec = self.jobs.get(msg.job)
         if rec is None or rec.req.id != msg.request_id or rec.slot is not slot:
             log.warning("work.stale slot=%s job=%s request=%s: dropped (already answered)",
@@ -591,6 +596,7 @@ class Supervisor:
             slot.served += 1
             body = signed_success(self.signer, self.node_id, rec.req.id, rec.req.model,
                                   msg.text, msg.metrics)
+            trace = metrics.Trace(rec.started, received, time.monotonic(), msg.timing)
             self.served += 1
             ollama_s = msg.metrics.total_duration_ms / 1000
             self.metrics.served(rec.req.model, ollama_s,
@@ -599,7 +605,7 @@ class Supervisor:
                      body["poe"])
             self._publish(m.RequestServed(at_ms=now_ms(), request_id=rec.req.id,
                                           model=rec.req.model, ms=ms, poe=body["poe"]))
-            self._commit(body)
+            self._commit(body, trace)
         else:
             slot.failed += 1
             slot.last_failure = f"{msg.code}: {msg.message}"
@@ -619,7 +625,7 @@ class Supervisor:
 
     # --- delivery -------------------------------------------------------------------------
 
-    def _commit(self, body: dict[str, Any]) -> None:
+    def _commit(self, body: dict[str, Any], trace: metrics.Trace | None = None) -> None:
         """Write the signed body to the outbox (durable), then deliver it off the loop."""
         async def commit() -> None:
             write = self.persist.run(body)
@@ -631,13 +637,15 @@ class Supervisor:
                 log.error("outbox.write_failed request=%s reason=%s: delivering from memory; "
                           "it is lost if the daemon stops before the coordinator has it",
                           body["requestId"], e.strerror or e)
-            await self._deliver(body)
+            if trace is not None:
+                trace.durable = time.monotonic()
+            await self._deliver(body, trace)
         self._task(commit(), into=self.deliveries)
 
     def _deliver_later(self, body: dict[str, Any]) -> None:
         self._task(self._deliver(body), into=self.deliveries)
 
-    async def _deliver(self, body: dict[str, Any]) -> None:
+    async def _deliver(self, body: dict[str, Any], trace: metrics.Trace | None = None) -> None:
         """Post until 200/409/410 (delivered) or 400 (kept aside); back off on anything else."""
         rid = body["requestId"]
         delay = 1.0
@@ -672,6 +680,8 @@ class Supervisor:
                 self.metrics.coordinator_error("result", "denied")
                 self._denied(e.status, e.code, e.detail)
                 return
+            if trace is not None:
+                self.metrics.delivered(trace, time.monotonic())
             self._coordinator_ok()
             self.delivery_error = None
             self.metrics.result_answered(RESULT_ANSWER.get(answer.status, "accepted"))
