@@ -12,7 +12,9 @@ ratios mean something on any machine (issue 8):
   (g) resident memory of the supervisor, the heartbeat process and one worker after N
       requests, and its growth to 10 N;
   (h) start-up of `version` and `status`;  (i) signatures per second;
-  and the outbox's cost per result on its own line.
+  and the outbox's cost per result on its own line, and where a request's time goes at 0 ms
+  with 4 workers and with 1 (the node's parallelix_stage_seconds: the mean of each stage beside
+  the mean turnaround).
 
 The node runs as an operator runs it (`parallelix-node start`) between the dev coordinator and
 the Ollama stand-in on loopback. CPU time is read from /proc for the node's whole process tree
@@ -26,6 +28,8 @@ import http.client
 import json
 import os
 import platform
+import queue
+import re
 import statistics
 import subprocess
 import sys
@@ -49,6 +53,12 @@ RUN_TIMEOUT = 30.0
 HEARTBEAT_MS = 500
 SLOW_MS = 100
 VERIFY_SAMPLE = 20  # the dev coordinator recovers 1 in N signatures: it shares the node's cores
+METRICS_LISTENING = re.compile(r"metrics\.listening url=(\S+)")
+STAGE_NAMES = {  # node/daemon/metrics.py STAGES, as the table says them
+    "poll": "poll round trip", "dispatch": "dispatch, to the worker and back",
+    "worker_to_ollama": "worker to Ollama", "ollama": "Ollama's time",
+    "worker_reply": "worker, last line to Done", "sign": "result to signed",
+    "outbox": "outbox commit", "post": "signed to posted"}
 
 
 @dataclass(frozen=True)
@@ -166,6 +176,7 @@ class Running:
     coordinator: Child
     node: Child
     admin: Admin
+    metrics_url: str = ""
 
     def wait_accepted(self, n: int, timeout: float) -> dict[str, Any]:
         """Wait on the counters, then return the whole stats once: that document grows with
@@ -186,6 +197,31 @@ class Running:
                                    f"{timeout:.0f} s")
             time.sleep(0.05)
 
+    def stage_means(self, served: int) -> dict[str, float]:
+        """Mean seconds per stage (parallelix_stage_seconds) from the node's /metrics, once
+        every stage has `served` observations (the last answers reach the node just after the
+        coordinator counts them)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        from node.daemon.metrics import STAGES
+        end = time.monotonic() + RUN_TIMEOUT
+        while True:
+            sums: dict[str, float] = {}
+            counts: dict[str, float] = {}
+            for family in text_string_to_metric_families(scrape(self.metrics_url)):
+                for s in family.samples:
+                    if s.name == "parallelix_stage_seconds_sum":
+                        sums[s.labels["stage"]] = s.value
+                    elif s.name == "parallelix_stage_seconds_count":
+                        counts[s.labels["stage"]] = s.value
+            short = [st for st in STAGES if counts.get(st, 0) < served]
+            if not short:
+                return {st: sums[st] / counts[st] for st in STAGES}
+            if time.monotonic() > end:
+                raise HarnessError(f"the node's /metrics has fewer than {served} observations "
+                                   f"of stage(s) {', '.join(short)}")
+            time.sleep(0.05)
+
     def pids(self) -> dict[str, int]:
         """The supervisor, the heartbeat process and one worker."""
         found = {"supervisor": self.node.proc.pid}
@@ -204,13 +240,36 @@ class Node:
     def __init__(self, kids: Children, home: Path, address: str, standin: str) -> None:
         self.kids, self.home, self.address, self.standin = kids, home, address, standin
 
-    def run(self, workers: int) -> "_NodeContext":
-        return _NodeContext(self, workers)
+    def run(self, workers: int, metrics: bool = False) -> "_NodeContext":
+        """With `metrics`, the node serves /metrics on a free loopback port."""
+        return _NodeContext(self, workers, metrics)
+
+
+def scrape(url: str) -> str:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.request("GET", parts.path)
+        resp = conn.getresponse()
+        text = resp.read().decode("utf-8")
+    except OSError as e:
+        raise HarnessError(f"could not scrape {url}: {e}") from None
+    finally:
+        conn.close()
+    if resp.status != 200:
+        raise HarnessError(f"{url} answered {resp.status}")
+    return text
 
 
 class _NodeContext:
-    def __init__(self, parent: Node, workers: int) -> None:
-        self.parent, self.workers = parent, workers
+    def __init__(self, parent: Node, workers: int, metrics: bool) -> None:
+        self.parent, self.workers, self.metrics = parent, workers, metrics
+        self.metrics_url: queue.Queue[str] = queue.Queue()
+
+    def _on_line(self, line: str) -> None:
+        found = METRICS_LISTENING.search(line)
+        if found:
+            self.metrics_url.put(found.group(1))
 
     def __enter__(self) -> Running:
         p = self.parent
@@ -218,7 +277,9 @@ class _NodeContext:
                                          "--heartbeat-ms", str(HEARTBEAT_MS),
                                          "--deadline-ms", "600000",
                                          "--verify-sample", str(VERIFY_SAMPLE))
-        node = p.kids.node(p.home, NODE_ID, coordinator.url, p.standin, self.workers, MODEL)
+        flags = ("--metrics", "127.0.0.1:0") if self.metrics else ()
+        node = p.kids.node(p.home, NODE_ID, coordinator.url, p.standin, self.workers, MODEL,
+                           self._on_line, *flags)
         admin = Admin(coordinator.url)
         end = time.monotonic() + 60
         while admin.counts()["polls"] < self.workers:
@@ -226,6 +287,11 @@ class _NodeContext:
                 raise HarnessError(f"the node did not start polling: {node.last_words()}")
             time.sleep(0.05)
         self.running = Running(coordinator, node, admin)
+        if self.metrics:
+            try:
+                self.running.metrics_url = self.metrics_url.get(timeout=RUN_TIMEOUT)
+            except queue.Empty:
+                raise HarnessError("the node never logged metrics.listening") from None
         return self.running
 
     def __exit__(self, *exc: Any) -> None:
@@ -267,16 +333,18 @@ def serve(run: Running, items: list[str], already: int, timeout: float) -> Serve
 # --- the figures ------------------------------------------------------------------------------
 
 def fast_figures(config: Config, node: Node, standin: str, work: Path) -> list[Measurement]:
-    """(b), (c), (d) at 0 ms per request."""
+    """(b), (c), (d) at 0 ms per request, and where the time goes at 1 and 4 workers."""
     n = config.requests
     progress(f"(c, d) {n} requests at 0 ms: 4 direct clients, then 4 workers")
     ceiling = direct(standin, prompts(n, "direct4"), 4, work)
-    with node.run(4) as run:
+    with node.run(4, metrics=True) as run:
         four = serve(run, prompts(n, "fast4"), 0, 120)
+        stages = stage_figures(run.stage_means(n), four, "4 workers")
     progress(f"(b) {n} requests at 0 ms: 1 direct client, then 1 worker")
     one_direct = direct(standin, prompts(n, "direct1"), 1, work)
-    with node.run(1) as run:
+    with node.run(1, metrics=True) as run:
         one = serve(run, prompts(n, "fast1"), 0, 120)
+        stages += stage_figures(run.stage_means(n), one, "1 worker")
     d50, d99 = pct(one_direct.latencies, 0.5), pct(one_direct.latencies, 0.99)
     n50, n99 = pct(one.turnaround_ms, 0.5), pct(one.turnaround_ms, 0.99)
     return [
@@ -291,7 +359,19 @@ def fast_figures(config: Config, node: Node, standin: str, work: Path) -> list[M
         Measurement("d", f"CPU per request, dev coordinator (verifies 1 in {VERIFY_SAMPLE} "
                     "signatures)", "ms",
                     four.coordinator_cpu_ms, ceiling.cpu_ms, "direct client"),
+        *stages,
     ]
+
+
+def stage_figures(means: dict[str, float], run: Served, workers: str) -> list[Measurement]:
+    """A row per stage of a request (the node's parallelix_stage_seconds), each beside the
+    mean turnaround at the coordinator: the ratio is the stage's share of it. The poll round
+    trip starts before the coordinator's clock does (the request goes out before it is
+    handed one), so the shares need not add up to 1."""
+    turnaround = statistics.fmean(run.turnaround_ms)
+    return [Measurement("stages", f"stage mean, {STAGE_NAMES[stage]}, 0 ms, {workers}", "ms",
+                        seconds * 1000, turnaround, "mean turnaround")
+            for stage, seconds in means.items()]
 
 
 def slow_figures(config: Config, node: Node, standin: str, work: Path) -> list[Measurement]:
@@ -493,7 +573,9 @@ def table(measurements: list[Measurement], config: Config, info: dict[str, Any])
         f"{config.requests} requests per run", "", *lines, "",
         "ratio = node / baseline. Targets are issue 8's goals, shown, never enforced.",
         "CPU: the node's whole tree (supervisor, workers, heartbeat) from /proc; the direct "
-        "client's own process, from wait4."])
+        "client's own process, from wait4.",
+        f"The dev coordinator recovers 1 in {VERIFY_SAMPLE} signatures (--verify-sample); "
+        "stages are the node's /metrics, each beside the mean turnaround at the coordinator."])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -237,8 +237,8 @@ class Children:
                                               "--port", "0", *args], listens=True)
 
     def node(self, home: Path, node_id: int, coordinator: str, ollama: str, workers: int,
-             model: str, on_line: Callable[[str], None] | None = None) -> Child:
-        """`parallelix-node start`; its log lines go to `on_line`."""
+             model: str, on_line: Callable[[str], None] | None = None, *flags: str) -> Child:
+        """`parallelix-node start` with `flags` added; its log lines go to `on_line`."""
         return self.start("node", node_cli(
             "start", "--home", str(home), "--node-id", str(node_id), "--coordinator", coordinator,
-            "--ollama", ollama, "--workers", str(workers), "--model", model), on_line)
+            "--ollama", ollama, "--workers", str(workers), "--model", model, *flags), on_line)
