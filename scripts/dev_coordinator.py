@@ -403,6 +403,7 @@ class Coordinator:
         self._nodes: dict[int, NodeState] = {}
         self._requests: dict[str, Request] = {}
         self._queue: collections.deque[str] = collections.deque()
+        self._inflight: dict[str, Request] = {}   # state "inflight": what a sweep looks at
         self._closed = False
         self._counts: collections.Counter[str] = collections.Counter()
         self._attaches: list[dict[str, Any]] = []
@@ -602,6 +603,7 @@ class Coordinator:
         timeout = req.prompt.timeout_ms
         deadline = wall_ms() + timeout
         req.state, req.assignee = "inflight", node_id
+        self._inflight[req.id] = req
         req.attempts += 1
         req.expires_mono = time.monotonic() + (timeout + self.settings.grace_ms) / 1000
         req.deadlines[node_id] = deadline
@@ -611,20 +613,20 @@ class Coordinator:
 
     def _next_expiry(self) -> float:
         now = time.monotonic()
-        pending = [r.expires_mono - now for r in self._requests.values() if r.state == "inflight"]
+        pending = [r.expires_mono - now for r in self._inflight.values()]
         return max(0.01, min(pending, default=1.0))
 
     def _sweep(self) -> None:
         """Re-queue (or fail for good) every in-flight request whose deadline + grace has passed."""
         now = time.monotonic()
-        for req in self._requests.values():
-            if req.state == "inflight" and req.expires_mono <= now:
-                self._counts["deadlineRequeues"] += 1
-                req.outcomes.append(f"node {req.assignee}: no answer by the deadline")
-                self._give_back(req)
+        for req in [r for r in self._inflight.values() if r.expires_mono <= now]:
+            self._counts["deadlineRequeues"] += 1
+            req.outcomes.append(f"node {req.assignee}: no answer by the deadline")
+            self._give_back(req)
 
     def _give_back(self, req: Request) -> None:
         req.assignee = None
+        del self._inflight[req.id]
         if req.attempts >= self.settings.max_attempts:
             req.state = "failed"
         else:
@@ -670,6 +672,7 @@ class Coordinator:
                             "acceptedMono": time.monotonic()}
             if req.state == "queued":
                 self._queue.remove(req.id)
+            self._inflight.pop(req.id, None)
             req.state, req.assignee = "done", None
             req.outcomes.append(f"node {msg.node_id}: result accepted")
             self._counts["accepted"] += 1
