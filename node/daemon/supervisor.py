@@ -248,15 +248,17 @@ class Supervisor:
             self.control = self.ctx.socket(zmq.ROUTER)
             self.control.setsockopt(zmq.MAXMSGSIZE, m.MAX_SMALL_MESSAGE)
             self.control.bind(f"ipc://{folder / 'control.sock'}")
-            self.events = self.ctx.socket(zmq.XPUB)
-            self.events.setsockopt(zmq.XPUB_VERBOSE, 1)
-            self.events.setsockopt(zmq.SNDHWM, 1000)
-            self.events.bind(f"ipc://{folder / 'events.sock'}")
+            events = self.ctx.socket(zmq.XPUB, socket_class=zmq.Socket)  # one per request
+            events.setsockopt(zmq.XPUB_VERBOSE, 1)
+            events.setsockopt(zmq.SNDHWM, 1000)
+            events.bind(f"ipc://{folder / 'events.sock'}")
+            self.events = LoopSocket(events)
         finally:
             os.umask(old_umask)
 
     def _close_sockets(self) -> None:
         self.work.close()
+        self.events.close()
         self.ctx.destroy(linger=0)
         folder = self.sock_dir
         clear_stale_sockets(folder)
@@ -281,7 +283,7 @@ class Supervisor:
 
     def _publish(self, event: Any) -> None:
         """Events are best-effort by design: PUB drops at HWM, observers may come and go."""
-        self._task(self._send(self.events, m.encoder.encode(event)))
+        self.events.send(m.encoder.encode(event))
 
     async def _send(self, sock: zmq.asyncio.Socket, *frames: bytes) -> bool:
         """Send without blocking; False when the peer cannot take it (absent, unroutable, HWM).
@@ -812,9 +814,8 @@ class Supervisor:
 
     async def _recv_subscriptions(self) -> None:
         """Greet each new event subscriber, so it knows from when on it sees every event."""
-        while True:
-            frame = await self.events.recv()
-            if frame[:1] == b"\x01":
+        async for frames in self.events.messages():
+            if frames[0][:1] == b"\x01":
                 self._publish(m.WatchHello(at_ms=now_ms(), state=self.state))
 
     def snapshot(self) -> m.StatusReply:
