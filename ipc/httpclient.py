@@ -19,6 +19,7 @@ file objects. Here:
   on its Content-Length;
 - https checks certificates against certifi's roots.
 """
+import contextlib
 import math
 import select
 import socket
@@ -33,6 +34,7 @@ from urllib.parse import urlsplit
 from ipc import http1
 
 BLOCK = 64 * 1024
+END_WAIT = 0.05  # seconds a stream closed just before its end waits for it
 
 
 class HttpError(Exception):
@@ -149,18 +151,19 @@ class Response:
 
 
 class _Conn:
-    """A connected socket, with its poller made once (to see whether it went away idle)."""
+    """A connected socket, with its poller made once."""
 
-    __slots__ = ("sock", "_idle")
+    __slots__ = ("sock", "_poller")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._idle = select.poll()
-        self._idle.register(sock, select.POLLIN)
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLIN)
 
-    def dropped(self) -> bool:
-        """An idle kept-alive socket that is readable was closed by the server (or sent junk)."""
-        return bool(self._idle.poll(0))
+    def readable(self, wait: float = 0) -> bool:
+        """Whether a read would not block, waiting up to `wait` seconds. An idle kept-alive
+        socket that is readable was closed by the server (or sent junk)."""
+        return bool(self._poller.poll(wait * 1000))
 
 
 class Stream:
@@ -240,9 +243,15 @@ class Stream:
                          else f"the call failed ({type(e).__name__})")
 
     def close(self) -> None:
-        """Give the connection back for the next call if the answer ended cleanly."""
-        self.guard.close()
+        """Give the connection back for the next call if the answer ended cleanly. A caller
+        often stops at the body's last item (Ollama's done chunk) just before the few bytes
+        that end it: they are waited for briefly, or the connection would be lost."""
         answer = self._answer
+        if answer.head_done and not answer.complete and not self.guard.expired \
+                and self._conn.readable(END_WAIT):
+            with contextlib.suppress(HttpError):
+                self._fill()
+        self.guard.close()
         if answer.complete and answer.keep_alive and not self.guard.expired:
             self._client._keep(self._origin, self._conn)
         else:
@@ -294,7 +303,7 @@ class Client:
             data += body  # one send: the request leaves in one segment when it fits
         for attempt in (1, 2):
             conn = self._idle.pop(origin, None)
-            reused = conn is not None and not conn.dropped()
+            reused = conn is not None and not conn.readable()
             if not reused:
                 if conn is not None:
                     conn.sock.close()

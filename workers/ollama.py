@@ -126,44 +126,60 @@ def has_model(models: list[dict[str, Any]], name: str) -> bool:
     return find_model(models, name) is not None
 
 
-def lines(blocks: Iterable[bytes], max_line: int = MAX_LINE) -> Iterator[bytes]:
-    """Split a byte stream into lines as blocks arrive, in linear time, refusing a line longer
-    than `max_line` before it is all read (requests' iter_lines is quadratic on long lines)."""
+def complete_lines(blocks: Iterable[bytes], max_line: int = MAX_LINE) -> Iterator[bytes]:
+    """A byte stream cut after its last newline as blocks arrive (each piece holds whole lines;
+    the end of the stream may hold one without its newline), in linear time, refusing a line
+    longer than `max_line` before it is all read (requests' iter_lines is quadratic on long
+    lines). Ollama sends a line per chunk, so a piece is usually one block as it came."""
     pending = bytearray()
     for block in blocks:
-        start = 0
-        while (end := block.find(b"\n", start)) >= 0:
-            if pending:
-                pending += block[start:end]
-                line = bytes(pending)
-                pending.clear()
-            else:
-                line = block[start:end]
-            if len(line) > max_line:
+        end = block.rfind(b"\n") + 1
+        if not end:
+            pending += block
+            if len(pending) > max_line:
                 raise OllamaError(f"Ollama sent a line longer than {max_line} bytes")
-            yield line
-            start = end + 1
-        pending += memoryview(block)[start:]
+            continue
+        if pending:
+            pending += memoryview(block)[:end]
+            piece = bytes(pending)
+            pending = bytearray(memoryview(block)[end:])
+        else:
+            piece = block[:end]
+            pending += memoryview(block)[end:]
+        if len(piece) > max_line and max(map(len, piece.split(b"\n"))) > max_line:
+            raise OllamaError(f"Ollama sent a line longer than {max_line} bytes")
+        yield piece
+    if pending.strip():
         if len(pending) > max_line:
             raise OllamaError(f"Ollama sent a line longer than {max_line} bytes")
-    if pending.strip():
         yield bytes(pending)
 
 
+_NDJSON = msgspec.json.Decoder()
+
+
+def _line_value(line: bytes) -> Any:
+    try:
+        return parse_json(line)
+    except ValueError:
+        raise OllamaError("Ollama sent a line that is not JSON") from None
+
+
 def iter_ndjson(stream: httpclient.Stream) -> Iterator[dict[str, Any]]:
-    """Yield each NDJSON object; an in-stream `{"error": …}` line raises OllamaError."""
-    for line in lines(stream.blocks()):
-        if not line.strip():
-            continue
+    """Yield each NDJSON object; an in-stream `{"error": …}` line raises OllamaError. Whole
+    lines are decoded together; a piece msgspec refuses is read again line by line (see
+    parse_json), so a bad line fails only when it is reached."""
+    for piece in complete_lines(stream.blocks()):
         try:
-            obj = parse_json(line)
-        except ValueError:
-            raise OllamaError("Ollama sent a line that is not JSON") from None
-        if not isinstance(obj, dict):
-            raise OllamaError("Ollama sent a line that is not a JSON object")
-        if "error" in obj:
-            raise OllamaError(str(obj["error"]), stream.status)
-        yield obj
+            values: Iterable[Any] = _NDJSON.decode_lines(piece)
+        except (msgspec.DecodeError, RecursionError):
+            values = map(_line_value, filter(bytes.strip, piece.split(b"\n")))
+        for obj in values:
+            if not isinstance(obj, dict):
+                raise OllamaError("Ollama sent a line that is not a JSON object")
+            if "error" in obj:
+                raise OllamaError(str(obj["error"]), stream.status)
+            yield obj
 
 
 PULL_READ_TIMEOUT = 60.0  # Ollama sends pull progress every ~60 ms; a minute of silence is a stall
