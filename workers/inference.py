@@ -63,6 +63,7 @@ class Worker:
         self._stopping = False
         self._outgoing: queue.SimpleQueue[FromWorker] = queue.SimpleQueue()
         self._ready: Ready | None = None      # the last Ready sent: repeated after a reconnect
+        self._connections = 0                 # to the supervisor, so far
         self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
         threading.Thread(target=self._run_jobs, name="jobs", daemon=True).start()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -92,9 +93,13 @@ class Worker:
         poller.register(monitor, zmq.POLLIN)
         poller.register(self._wake_r.fileno(), zmq.POLLIN)
         self.health.start()
+        wake = self._wake_r.fileno()
         try:
+            events: dict = {}
             while True:
-                if parent_gone(self._parent_pid):
+                # the parent is checked at every quiet tick; a busy loop is fed by a living
+                # parent, or woken by the SIGTERM its death sends (term_on_parent_death)
+                if not events and parent_gone(self._parent_pid):
                     log.warning("supervisor (pid %d) is gone; exiting", self._parent_pid)
                     return 0
                 if self._stopping and self._current is None:
@@ -104,7 +109,7 @@ class Worker:
                 events = dict(poller.poll(TICK_MS))
                 if monitor in events:
                     self._reconnected(sock, monitor)
-                if self._wake_r.fileno() in events:
+                if wake in events:
                     self._flush(sock)
                 if sock in events:
                     self._receive(sock)
@@ -116,11 +121,14 @@ class Worker:
             ctx.term()
 
     def _reconnected(self, sock: zmq.Socket, monitor: zmq.Socket) -> None:
-        """A (re)connection to the supervisor: say Ready again, or its slot may stay unready
-        (a ROUTER forgets a peer that went away, and a dispatch to it fails)."""
+        """A reconnection to the supervisor: say Ready again, or its slot may stay unready
+        (a ROUTER forgets a peer that went away, and a dispatch to it fails). Not on the first
+        connection: a Ready sent before its event was read went over it already (a send
+        waits for a connection, ZMQ_IMMEDIATE) and must not be doubled."""
         while monitor.poll(0):
             recv_monitor_message(monitor)
-        if self._ready is not None:
+            self._connections += 1
+        if self._ready is not None and self._connections > 1:
             log.info("connected to the supervisor: saying Ready again")
             self._send(sock, self._ready)
 
@@ -152,8 +160,7 @@ class Worker:
 
     def _flush(self, sock: zmq.Socket) -> None:
         with contextlib.suppress(BlockingIOError):
-            while self._wake_r.recv(4096):
-                pass
+            self._wake_r.recv(4096)  # any bytes left keep the poll awake for the next turn
         while not self._outgoing.empty():
             msg = self._outgoing.get()
             if isinstance(msg, Ready):
@@ -163,20 +170,20 @@ class Worker:
             self._send(sock, msg)
 
     def _receive(self, sock: zmq.Socket) -> None:
-        while True:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                if len(frames) != 1:
-                    raise DecodeError(f"{len(frames)} frames, expected 1")
-                msg = to_worker.decode(frames[0])
-            except DecodeError as e:
-                log.warning("dropped a malformed message (%d bytes): %s",
-                            sum(map(len, frames)), e)
-                continue
-            self._handle(sock, msg)
+        """One message per turn of the loop: the poll is level-triggered, so another waiting
+        message wakes the next turn at once (and no turn ends in a zmq.Again raised)."""
+        try:
+            frames = sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        try:
+            if len(frames) != 1:
+                raise DecodeError(f"{len(frames)} frames, expected 1")
+            msg = to_worker.decode(frames[0])
+        except DecodeError as e:
+            log.warning("dropped a malformed message (%d bytes): %s", sum(map(len, frames)), e)
+            return
+        self._handle(sock, msg)
 
     def _handle(self, sock: zmq.Socket, msg: Job | Ping | Stop) -> None:
         if isinstance(msg, Ping):
