@@ -29,7 +29,6 @@ from collections.abc import Callable
 
 import msgspec
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from ipc.handover import HandoverError, read_handover
 from ipc.messages import (MAX_WORK_MESSAGE, DecodeError, Done, Failed, FromWorker, Job, Ping,
@@ -126,7 +125,7 @@ class Worker:
         connection: a Ready sent before its event was read went over it already (a send
         waits for a connection, ZMQ_IMMEDIATE) and must not be doubled."""
         while monitor.poll(0):
-            recv_monitor_message(monitor)
+            monitor.recv_multipart()  # only counted (zmq.utils.monitor would import asyncio)
             self._connections += 1
         if self._ready is not None and self._connections > 1:
             log.info("connected to the supervisor: saying Ready again")
