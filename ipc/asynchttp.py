@@ -11,11 +11,14 @@ answers, never followed; nothing read from the environment (no proxy, no .netrc)
 bounded by a total deadline (a server trickling a byte a second cannot hold it) and every
 answer by a byte cap, refused early on its Content-Length. Errors are ipc/httpclient.py's."""
 import asyncio
-import ssl
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ipc import http1
 from ipc.httpclient import HttpError, Timeout, TooLarge, Unreachable, default_tls
+
+if TYPE_CHECKING:
+    import ssl
 
 IDLE_KEPT = 16   # idle connections kept open; more were only needed for a burst
 
@@ -96,7 +99,7 @@ class Client:
     """Calls to one origin (`base`: scheme://host[:port]) from one event loop."""
 
     def __init__(self, base: str, *, connect_timeout: float, headers: dict[str, str],
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: "ssl.SSLContext | None" = None) -> None:
         parts = urlsplit(base)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise HttpError(f"not an http(s) URL: {base}")
@@ -164,9 +167,8 @@ class Client:
                 server_hostname=self.host if self._tls else None), limit)
         except asyncio.TimeoutError:
             raise Unreachable(f"no connection within {limit:g} s") from None
-        except (OSError, ssl.SSLError) as e:
-            raise Unreachable(str(e.strerror or e) if isinstance(e, OSError) else str(e)) \
-                from None
+        except OSError as e:  # ssl.SSLError is one
+            raise Unreachable(str(e.strerror or e)) from None
         return conn
 
     def close(self) -> None:

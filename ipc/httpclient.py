@@ -23,15 +23,17 @@ import contextlib
 import math
 import select
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from ipc import http1
+
+if TYPE_CHECKING:  # imported when TLS is used: ssl costs ~5 MB in a process that never
+    import ssl     # speaks https (workers beside a local Ollama, the heartbeat process)
 
 BLOCK = 64 * 1024
 END_WAIT = 0.05  # seconds a stream closed just before its end waits for it
@@ -269,7 +271,7 @@ class Client:
     `headers` go with every call, encoded once here."""
 
     def __init__(self, *, connect_timeout: float = 5.0, headers: dict[str, str] | None = None,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: "ssl.SSLContext | None" = None) -> None:
         self.connect_timeout = connect_timeout
         self._fixed = http1.encode_headers({"Accept-Encoding": "identity", **(headers or {})})
         self._tls = tls
@@ -364,7 +366,7 @@ class Client:
             sock = self._handshake(sock, origin.host, timeout)
         return _Conn(sock)
 
-    def _handshake(self, sock: socket.socket, host: str, timeout: float) -> ssl.SSLSocket:
+    def _handshake(self, sock: socket.socket, host: str, timeout: float) -> "ssl.SSLSocket":
         """TLS within the connect timeout as a whole, not per read."""
         guard = REAPER.watch(sock, time.monotonic() + timeout, f"no TLS handshake within "
                                                                 f"{timeout:g} s")
@@ -387,13 +389,15 @@ class Client:
             self._idle.popitem()[1].sock.close()
 
 
-_tls: ssl.SSLContext | None = None
+_tls: "ssl.SSLContext | None" = None
 
 
-def default_tls() -> ssl.SSLContext:
+def default_tls() -> "ssl.SSLContext":
     """Certificate checks against certifi's roots (what requests used), made once."""
     global _tls
     if _tls is None:
+        import ssl
+
         import certifi
         _tls = ssl.create_default_context(cafile=certifi.where())
     return _tls
