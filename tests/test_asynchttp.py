@@ -3,6 +3,7 @@ loopback that answer with scripted bytes: framing, keep-alive, stale connections
 deadlines."""
 import asyncio
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -16,9 +17,11 @@ from ipc.httpclient import HttpError, Timeout, TooLarge, Unreachable
 class RawServer:
     """Accepts connections and hands each to `serve(conn, n)` (n counts connections)."""
 
-    def __init__(self, serve: Callable[[socket.socket, int], None]) -> None:
+    def __init__(self, serve: Callable[[socket.socket, int], None],
+                 tls: ssl.SSLContext | None = None) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.url = f"http{'s' if tls else ''}://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.tls = tls
         self.connections = 0
         self.requests: list[bytes] = []
         self._serve = serve
@@ -34,6 +37,11 @@ class RawServer:
             threading.Thread(target=self._run, args=(conn, self.connections), daemon=True).start()
 
     def _run(self, conn: socket.socket, n: int) -> None:
+        if self.tls:
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except OSError:  # a client that refused our certificate
+                return
         with conn:
             try:
                 self._serve(conn, n)
@@ -63,8 +71,8 @@ class RawServer:
 def raw():
     servers = []
 
-    def make(serve):
-        servers.append(RawServer(serve))
+    def make(serve, tls=None):
+        servers.append(RawServer(serve, tls))
         return servers[-1]
     yield make
     for s in servers:
@@ -72,10 +80,11 @@ def raw():
 
 
 def call(url: str, *calls: tuple[str, str, bytes | None], timeout: float = 5.0,
-         max_bytes: int = 1 << 20) -> list:
+         max_bytes: int = 1 << 20, tls: ssl.SSLContext | None = None) -> list:
     """Make the calls one after another on one client; each outcome is an answer or an error."""
     async def go() -> list:
-        client = asynchttp.Client(url, connect_timeout=2.0, headers={"User-Agent": "t"})
+        client = asynchttp.Client(url, connect_timeout=2.0, headers={"User-Agent": "t"},
+                                  tls=tls)
         out = []
         for method, target, body in calls:
             try:
@@ -191,3 +200,20 @@ def test_a_header_that_would_split_the_request_is_refused_before_sending():
     with pytest.raises(ValueError):
         asynchttp.Client("http://127.0.0.1:1", connect_timeout=1,
                          headers={"X-Evil": "a\r\nInjected: yes"})
+
+
+def test_https_checks_the_certificate_and_keeps_the_connection(raw, certificate):
+    cert, key = certificate
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+
+    def serve(conn, n):
+        while server.read_request(conn):
+            conn.sendall(OK)
+    server = raw(serve, server_tls)
+    refused = call(server.url, ("GET", "/", None))[0]  # certifi's roots: not self-signed ones
+    assert isinstance(refused, Unreachable) and "CERTIFICATE_VERIFY_FAILED" in str(refused)
+    trusting = ssl.create_default_context(cafile=str(cert))
+    answers = call(server.url, ("GET", "/a", None), ("GET", "/b", None), tls=trusting)
+    assert [a.body for a in answers] == [b"ok", b"ok"]
+    assert server.connections == 2  # the refused one, then one kept alive for both calls

@@ -2,11 +2,9 @@
 keep-alive and its failures, malformed and cut answers, caps, deadlines, redirects and TLS."""
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -300,17 +298,6 @@ def test_a_url_that_is_not_http_is_one_error(url):
 def test_a_header_that_would_split_the_request_is_refused():
     with pytest.raises(httpclient.HttpError, match="cannot be sent"):
         call(httpclient.Client(), "http://127.0.0.1:9/", headers={"X": "a\r\nEvil: 1"})
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> tuple[Path, Path]:
-    where = tmp_path_factory.mktemp("tls")
-    cert, key = where / "cert.pem", where / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
-                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    return cert, key
 
 
 def test_https_checks_the_certificate_and_keeps_the_connection(serve, certificate):
