@@ -66,13 +66,12 @@ class Guard:
         self.expired: str | None = None
 
     def arm(self, at: float, why: str) -> None:
-        """Move the budget's end to `at`; `why` says what ran out if it expires. Moving it
-        later (every chunk of a stream) is two attribute writes; earlier wakes the reaper."""
+        """Move the budget's end to `at`; `why` says what ran out if it expires. Two attribute
+        writes, and no lock: only an end before the reaper's wake-up time wakes it."""
         self.why = why
-        if at >= self.at:
-            self.at = at
-        else:
-            self._reaper.earlier(self, at)
+        self.at = at
+        if at < self._reaper.wake_at:
+            self._reaper.wake()
 
     def close(self) -> None:
         self._reaper.remove(self)
@@ -88,34 +87,35 @@ class Guard:
 class _Reaper:
     """One daemon thread per process holding the guards of calls in progress. It sleeps until
     the earliest budget ends, so a call costs it nothing unless a budget really runs out: it is
-    woken only when a budget ends sooner than its wake-up time, never for one that ends later
-    or is removed (it then wakes once for nothing, and sleeps again)."""
+    woken only for a budget that ends before `wake_at`, never for one that ends later or is
+    removed (it then wakes once for nothing, and sleeps again).
+
+    Guards are added, removed and expired under the lock; a budget is moved without it (Guard.arm
+    writes `at`, then reads `wake_at`). While the reaper scans, `wake_at` reads as infinite, so
+    a budget moved during a scan that missed it wakes the reaper again instead of being lost."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._active: set[Guard] = set()
-        self._wake_at = math.inf
+        self.wake_at = math.inf
         self._thread: threading.Thread | None = None
 
     def watch(self, sock: socket.socket, at: float, why: str) -> Guard:
         guard = Guard(self, sock, at, why)
         with self._cond:
             self._active.add(guard)
-            if at < self._wake_at:
+            if at < self.wake_at:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="http-reaper",
                                                     daemon=True)
                     self._thread.start()
-                self._wake_at = at  # what the reaper will sleep until: no second notify
+                self.wake_at = at  # what the reaper will sleep until: no second notify
                 self._cond.notify()
         return guard
 
-    def earlier(self, guard: Guard, at: float) -> None:
+    def wake(self) -> None:
         with self._cond:
-            guard.at = at
-            if at < self._wake_at:
-                self._wake_at = at
-                self._cond.notify()
+            self._cond.notify()
 
     def remove(self, guard: Guard) -> None:
         with self._cond:
@@ -124,12 +124,14 @@ class _Reaper:
     def _run(self) -> None:
         with self._cond:
             while True:
+                self.wake_at = math.inf
                 now = time.monotonic()
                 for guard in [g for g in self._active if g.at <= now]:
                     self._active.discard(guard)
                     guard._expire()
-                self._wake_at = min((g.at for g in self._active), default=math.inf)
-                self._cond.wait(None if self._wake_at == math.inf else self._wake_at - now)
+                wake_at = min((g.at for g in self._active), default=math.inf)
+                self.wake_at = wake_at
+                self._cond.wait(None if wake_at == math.inf else wake_at - now)
 
 
 REAPER = _Reaper()

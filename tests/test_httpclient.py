@@ -284,6 +284,25 @@ def test_a_stream_yields_blocks_as_they_come_and_its_guard_can_move(serve):
     assert got == chunks and s.guard.why == "stalled"
 
 
+def test_a_budget_moved_sooner_ends_a_silent_stream(serve):
+    stop = threading.Event()
+
+    def stalls(conn: socket.socket, index: int) -> None:
+        read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n")
+        stop.wait(30)
+
+    server = serve(stalls)
+    try:
+        with httpclient.Client().open("GET", server.url, deadline=time.monotonic() + 60,
+                                      why="too slow") as s:
+            with pytest.raises(httpclient.Timeout, match="stalled"):
+                for _ in s.blocks():
+                    s.guard.arm(time.monotonic() + 0.2, "stalled")
+    finally:
+        stop.set()
+
+
 def test_a_closed_port_is_unreachable(closed_port):
     with pytest.raises(httpclient.Unreachable):
         call(httpclient.Client(), f"http://127.0.0.1:{closed_port}/")

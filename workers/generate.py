@@ -160,10 +160,16 @@ class Generator:
         Each chunk moves the stream's budget to the idle limit (or the deadline, if sooner)."""
         parts: list[str] = []
         size = 0
-        idle = f"Ollama stalled: no output for {self.timeouts.idle:g} s mid-answer"
+        gap = self.timeouts.idle
+        idle = f"Ollama stalled: no output for {gap:g} s mid-answer"
+        gap_ends_late = deadline - gap  # from then on, the deadline ends a gap sooner
         guard = stream.guard
         for chunk in iter_ndjson(stream):
-            guard.arm(*budget(time.monotonic() + self.timeouts.idle, idle, deadline))
+            now = time.monotonic()
+            if now < gap_ends_late:
+                guard.arm(now + gap, idle)
+            else:
+                guard.arm(deadline, DEADLINE)
             piece = chunk.get("response")
             if isinstance(piece, str) and piece:
                 size += len(piece.encode())
