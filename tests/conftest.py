@@ -84,6 +84,20 @@ def standin():
         yield url
 
 
+@pytest.fixture
+def serve():
+    """serve(handler, tls=None) starts a scripted raw HTTP server (tests/rawhttp.py)."""
+    from tests.rawhttp import Server
+    servers: list[Server] = []
+
+    def start(handler, tls=None) -> Server:
+        servers.append(Server(handler, tls))
+        return servers[-1]
+    yield start
+    for server in servers:
+        server.close()
+
+
 @pytest.fixture(scope="session")
 def certificate(tmp_path_factory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and its key (openssl), for TLS on loopback."""

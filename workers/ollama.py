@@ -130,29 +130,33 @@ def complete_lines(blocks: Iterable[bytes], max_line: int = MAX_LINE) -> Iterato
     """A byte stream cut after its last newline as blocks arrive (each piece holds whole lines;
     the end of the stream may hold one without its newline), in linear time, refusing a line
     longer than `max_line` before it is all read (requests' iter_lines is quadratic on long
-    lines). Ollama sends a line per chunk, so a piece is usually one block as it came."""
+    lines). Ollama sends a line per chunk, so a piece is usually a block as it came."""
     pending = bytearray()
     for block in blocks:
         end = block.rfind(b"\n") + 1
         if not end:
             pending += block
-            if len(pending) > max_line:
-                raise OllamaError(f"Ollama sent a line longer than {max_line} bytes")
+            _refuse_past(len(pending), max_line)
             continue
         if pending:
             pending += memoryview(block)[:end]
             piece = bytes(pending)
-            pending = bytearray(memoryview(block)[end:])
+            pending.clear()
         else:
             piece = block[:end]
+        if end < len(block):
             pending += memoryview(block)[end:]
-        if len(piece) > max_line and max(map(len, piece.split(b"\n"))) > max_line:
-            raise OllamaError(f"Ollama sent a line longer than {max_line} bytes")
+        if len(piece) > max_line:
+            _refuse_past(max(map(len, piece.split(b"\n"))), max_line)
         yield piece
     if pending.strip():
-        if len(pending) > max_line:
-            raise OllamaError(f"Ollama sent a line longer than {max_line} bytes")
+        _refuse_past(len(pending), max_line)
         yield bytes(pending)
+
+
+def _refuse_past(line_bytes: int, max_line: int) -> None:
+    if line_bytes > max_line:
+        raise OllamaError(f"Ollama sent a line longer than {max_line} bytes")
 
 
 _NDJSON = msgspec.json.Decoder()
