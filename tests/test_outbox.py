@@ -52,3 +52,12 @@ def test_a_group_commit_writes_one_durable_file_per_body(tmp_path):
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in paths)
     assert sorted(b["requestId"] for b in outbox.pending()) == [f"req_{i}" for i in range(5)]
     assert not list(outbox.folder.glob(".*.tmp"))
+
+
+def test_a_body_put_again_for_the_same_id_replaces_the_first_whole(tmp_path):
+    outbox = Outbox(tmp_path / "outbox")
+    first = outbox.put({**body("req_1"), "result": "first"})
+    again = outbox.put({**body("req_1"), "result": "second"})
+    assert first == again and json.loads(again.read_text())["result"] == "second"
+    assert [b["result"] for b in outbox.pending()] == ["second"]
+    assert not list(outbox.folder.glob(".*.tmp"))

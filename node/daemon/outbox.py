@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from node.atomic import write_atomic_many
+from node.atomic import create_durable_many
 
 log = logging.getLogger("parallelix.outbox")
 
@@ -38,10 +38,11 @@ class Outbox:
         return self.put_many([body])[0]
 
     def put_many(self, bodies: list[dict[str, Any]]) -> list[Path]:
-        """Persist signed bodies together, one file each, sharing the fsyncs (group commit);
-        all are durable when this returns."""
+        """Persist signed bodies together, one file each, sharing one journal commit (group
+        commit); all are durable when this returns. A file torn by a crash before then is set
+        aside by `pending` like any unreadable one: it was never posted."""
         files = [(self._path(b["requestId"]), msgspec.json.encode(b)) for b in bodies]
-        write_atomic_many(files, mode=0o600)
+        create_durable_many(files, mode=0o600)
         return [path for path, _ in files]
 
     def remove(self, request_id: str) -> None:
