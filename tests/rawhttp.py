@@ -64,3 +64,13 @@ class Server:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def start_answering(serve: Callable[..., Server], *answers: bytes,
+                    tls: ssl.SSLContext | None = None) -> Server:
+    """A server (from the `serve` fixture) answering the requests on each connection with
+    `answers` in turn."""
+    holder: list[Server] = []
+    server = serve(lambda conn, index: holder[0].answer_each(conn, list(answers)), tls)
+    holder.append(server)
+    return server

@@ -1,82 +1,16 @@
 """The supervisor's event-loop HTTP client (ipc/asynchttp.py) against raw TCP servers on
-loopback that answer with scripted bytes: framing, keep-alive, stale connections, caps and
-deadlines."""
+loopback that answer with scripted bytes (tests/rawhttp.py): framing, keep-alive, stale
+connections, caps, deadlines and TLS."""
 import asyncio
 import socket
 import ssl
-import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
 from ipc import asynchttp
 from ipc.httpclient import HttpError, Timeout, TooLarge, Unreachable
-
-
-class RawServer:
-    """Accepts connections and hands each to `serve(conn, n)` (n counts connections)."""
-
-    def __init__(self, serve: Callable[[socket.socket, int], None],
-                 tls: ssl.SSLContext | None = None) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http{'s' if tls else ''}://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.tls = tls
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self._serve = serve
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._run, args=(conn, self.connections), daemon=True).start()
-
-    def _run(self, conn: socket.socket, n: int) -> None:
-        if self.tls:
-            try:
-                conn = self.tls.wrap_socket(conn, server_side=True)
-            except OSError:  # a client that refused our certificate
-                return
-        with conn:
-            try:
-                self._serve(conn, n)
-            except OSError:
-                pass
-
-    def read_request(self, conn: socket.socket) -> bytes:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return b""
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                       if line.lower().startswith(b"content-length:")), 0)
-        while len(rest) < length:
-            rest += conn.recv(65536)
-        self.requests.append(head + b"\r\n\r\n" + rest)
-        return head
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def raw():
-    servers = []
-
-    def make(serve, tls=None):
-        servers.append(RawServer(serve, tls))
-        return servers[-1]
-    yield make
-    for s in servers:
-        s.close()
+from tests.rawhttp import read_request, start_answering
 
 
 def call(url: str, *calls: tuple[str, str, bytes | None], timeout: float = 5.0,
@@ -100,11 +34,8 @@ def call(url: str, *calls: tuple[str, str, bytes | None], timeout: float = 5.0,
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
-def test_answers_are_read_whole_and_the_connection_is_kept_alive(raw):
-    def serve(conn, n):
-        while server.read_request(conn):
-            conn.sendall(OK)
-    server = raw(serve)
+def test_answers_are_read_whole_and_the_connection_is_kept_alive(serve):
+    server = start_answering(serve, OK, OK, OK)
     answers = call(server.url, ("GET", "/a", None), ("POST", "/b?x=1", b'{"k":1}'),
                    ("GET", "/c", None))
     assert [(a.status, a.body) for a in answers] == [(200, b"ok")] * 3
@@ -115,84 +46,77 @@ def test_answers_are_read_whole_and_the_connection_is_kept_alive(raw):
     assert b"\r\nUser-Agent: t\r\n" in post and b"\r\nHost: 127.0.0.1:" in post
 
 
-def test_chunked_and_read_until_close_bodies(raw):
-    def serve(conn, n):
-        server.read_request(conn)
-        if n == 1:
-            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                         b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
-            server.read_request(conn)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close")
-            conn.shutdown(socket.SHUT_WR)
-    server = raw(serve)
+def test_chunked_and_read_until_close_bodies(serve):
+    def handler(conn, index):
+        read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+        read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close")
+        conn.shutdown(socket.SHUT_WR)
+    server = serve(handler)
     first, second = call(server.url, ("GET", "/", None), ("GET", "/", None))
     assert (first.body, second.body) == (b"abcde", b"until close")
 
 
-def test_a_kept_alive_connection_the_server_closed_is_retried_once_on_a_new_one(raw):
-    def serve(conn, n):
-        server.read_request(conn)
+def test_a_kept_alive_connection_the_server_closed_is_retried_once_on_a_new_one(serve):
+    def handler(conn, index):
+        read_request(conn)
         conn.sendall(OK)
-        if n == 1:  # close after the first answer, without saying so: a stale idle connection
-            server.read_request(conn)
+        if index == 0:  # close after the first answer, without saying so: a stale connection
+            read_request(conn)
             return
-        while server.read_request(conn):
+        while read_request(conn):
             conn.sendall(OK)
-    server = raw(serve)
+    server = serve(handler)
     answers = call(server.url, ("GET", "/1", None), ("GET", "/2", None))
     assert [a.status for a in answers] == [200, 200]
     assert server.connections == 2
 
 
-def test_malformed_and_cut_short_answers_are_errors_not_crashes(raw):
-    replies = {1: b"SMTP ready\r\n\r\n",
-               2: b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
-               3: b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"}
-
-    def serve(conn, n):
-        server.read_request(conn)
-        conn.sendall(replies[n])
-    server = raw(serve)
-    outcomes = [call(server.url, ("GET", "/", None))[0] for _ in replies]
-    assert all(type(o) is HttpError for o in outcomes), outcomes
-    assert "closed before the answer ended" in str(outcomes[2])
+@pytest.mark.parametrize("reply,why", [
+    (b"SMTP ready\r\n\r\n", "not an HTTP/1.1 answer"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+     "not an HTTP/1.1 answer"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", "closed before the answer ended")])
+def test_malformed_and_cut_short_answers_are_errors_not_crashes(serve, reply, why):
+    server = serve(lambda conn, index: (read_request(conn), conn.sendall(reply)))
+    outcome = call(server.url, ("GET", "/", None))[0]
+    assert type(outcome) is HttpError and why in str(outcome)
 
 
-def test_an_answer_over_the_cap_is_refused_on_its_length_and_as_it_streams(raw):
-    def serve(conn, n):
-        server.read_request(conn)
-        if n == 1:
+def test_an_answer_over_the_cap_is_refused_on_its_length_and_as_it_streams(serve):
+    def handler(conn, index):
+        read_request(conn)
+        if index == 0:
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n")
-        else:
-            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-            while True:
-                conn.sendall(b"400\r\n" + b"x" * 1024 + b"\r\n")
-    server = raw(serve)
+            return
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        while True:
+            conn.sendall(b"400\r\n" + b"x" * 1024 + b"\r\n")
+    server = serve(handler)
     announced = call(server.url, ("GET", "/", None), max_bytes=4096)[0]
     streamed = call(server.url, ("GET", "/", None), max_bytes=4096)[0]
     assert isinstance(announced, TooLarge) and "announces 999999999" in str(announced)
     assert isinstance(streamed, TooLarge) and "exceeds 4096" in str(streamed)
 
 
-def test_a_trickling_server_cannot_hold_a_call_past_its_deadline(raw):
-    def serve(conn, n):
-        server.read_request(conn)
+def test_a_trickling_server_cannot_hold_a_call_past_its_deadline(serve):
+    def handler(conn, index):
+        read_request(conn)
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
         for _ in range(100):
             conn.sendall(b"x")
             time.sleep(0.2)
-    server = raw(serve)
+    server = serve(handler)
     started = time.monotonic()
     outcome = call(server.url, ("GET", "/", None), timeout=0.5)[0]
     assert isinstance(outcome, Timeout) and "within 0.5 s" in str(outcome)
     assert time.monotonic() - started < 10  # far below the 20 s the trickle would take
 
 
-def test_nothing_listening_is_unreachable():
-    spare = socket.create_server(("127.0.0.1", 0))
-    port = spare.getsockname()[1]
-    spare.close()
-    outcome = call(f"http://127.0.0.1:{port}", ("GET", "/", None))[0]
+def test_nothing_listening_is_unreachable(closed_port):
+    outcome = call(f"http://127.0.0.1:{closed_port}", ("GET", "/", None))[0]
     assert isinstance(outcome, Unreachable)
 
 
@@ -202,15 +126,11 @@ def test_a_header_that_would_split_the_request_is_refused_before_sending():
                          headers={"X-Evil": "a\r\nInjected: yes"})
 
 
-def test_https_checks_the_certificate_and_keeps_the_connection(raw, certificate):
+def test_https_checks_the_certificate_and_keeps_the_connection(serve, certificate):
     cert, key = certificate
     server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_tls.load_cert_chain(cert, key)
-
-    def serve(conn, n):
-        while server.read_request(conn):
-            conn.sendall(OK)
-    server = raw(serve, server_tls)
+    server = start_answering(serve, OK, OK, tls=server_tls)
     refused = call(server.url, ("GET", "/", None))[0]  # certifi's roots: not self-signed ones
     assert isinstance(refused, Unreachable) and "CERTIFICATE_VERIFY_FAILED" in str(refused)
     trusting = ssl.create_default_context(cafile=str(cert))

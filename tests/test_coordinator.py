@@ -1,6 +1,5 @@
 """How the node reads coordinator answers that PROTOCOL.md allows or that the real world sends
 (proxies, terse bodies), against a real HTTP server on loopback answering as scripted."""
-import asyncio
 import json
 import signal
 import threading
@@ -11,8 +10,8 @@ import pytest
 
 from node.coordinator import (Call, Coordinator, CoordinatorError, Denied, Rejected, attach_call,
                               heartbeat_call, inbox_call, result_call)
-from node.daemon.link import Link
 from node.identity import Signer, new_secret
+from tests.linkcall import link_call
 from tests.nodeproc import is_event, run_daemon
 
 
@@ -82,19 +81,9 @@ def blocking(url: str, call: Call):
     return Coordinator(url).call(call)
 
 
-def on_a_loop(url: str, call: Call):
-    async def go():
-        link = Link(url)
-        try:
-            return await link.call(call)
-        finally:
-            link.close()
-    return asyncio.run(go())
-
-
 # Both transports read answers the same way: the heartbeat process's blocking client and the
 # supervisor's event-loop link.
-transports = pytest.mark.parametrize("send", [blocking, on_a_loop], ids=["blocking", "loop"])
+transports = pytest.mark.parametrize("send", [blocking, link_call], ids=["blocking", "loop"])
 
 
 @transports

@@ -19,13 +19,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ipc import messages as m
-from node.coordinator import Answer, Coordinator, CoordinatorError, Denied, Rejected
+from node.coordinator import (Answer, Coordinator, CoordinatorError, Denied, Rejected, attach_call,
+                              heartbeat_call, inbox_call, result_call)
 from node.daemon.inbox import InboxRequest, Malformed, parse_inbox
 from node.errors import ConfigError
 from node.home import Home
 from node.identity import Signer
 from node.keyfile import read_key
 from node.settings import Settings, load_settings
+from tests.linkcall import link_call
 from tests.procs import job
 from workers.generate import Generator, Timeouts
 
@@ -155,24 +157,26 @@ bodies = st.one_of(
        | st.text(max_size=20),
        body=bodies, length=st.sampled_from(["exact", "exact", "more", "none"]),
        chunked=st.booleans(),
-       call=st.sampled_from(["inbox", "attach", "heartbeat", "result", "network"]))
-def test_coordinator_answers(raw_server, status, content_type, body, length, chunked, call):
+       call=st.sampled_from(["inbox", "attach", "heartbeat", "result", "network"]),
+       on_loop=st.booleans())
+def test_coordinator_answers(raw_server, status, content_type, body, length, chunked, call,
+                             on_loop):
+    """Either transport: the heartbeat process's blocking client or the supervisor's link."""
     raw_server.reply = http_reply(status, content_type, body, length=length, chunked=chunked)
     coord, signer = Coordinator(raw_server.url, timeout=5), SIGNER
+    calls = {"inbox": lambda: inbox_call(signer, 7, 0),
+             "attach": lambda: attach_call(signer, 7, {"models": []}, "0x" + "0" * 64),
+             "heartbeat": lambda: heartbeat_call(signer, 7, 1, {"busy": 0}),
+             "result": lambda: result_call({"nodeId": 7, "requestId": "r"})}
     try:
-        if call == "inbox":
-            answer = coord.inbox(signer, 7, 0)
-            parsed = parse_inbox(answer.body if answer.status != 204 else {})
-            assert parsed is None or isinstance(parsed, (InboxRequest, Malformed))
-        elif call == "attach":
-            answer = coord.attach(signer, 7, {"models": []}, "0x" + "0" * 64)
-        elif call == "heartbeat":
-            answer = coord.heartbeat(signer, 7, 1, {"busy": 0})
-        elif call == "result":
-            answer = coord.post_result({"nodeId": 7, "requestId": "r"})
-        else:
+        if call == "network":
             coord.network()
             return
+        answer = link_call(raw_server.url, calls[call](), 5) if on_loop \
+            else coord.call(calls[call]())
+        if call == "inbox":
+            parsed = parse_inbox(answer.body if answer.status != 204 else {})
+            assert parsed is None or isinstance(parsed, (InboxRequest, Malformed))
         assert isinstance(answer, Answer) and isinstance(answer.body, dict)
     except (CoordinatorError, Denied, Rejected) as e:
         assert str(e)  # the one line the log shows

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from ipc import httpclient
-from tests.rawhttp import Server, read_request
+from tests.rawhttp import read_request, start_answering
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -16,14 +16,6 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 def call(client: httpclient.Client, url: str, *, timeout: float = 10,
          max_bytes: int = 1 << 20, **kw) -> httpclient.Response:
     return client.request("GET", url, timeout=timeout, max_bytes=max_bytes, **kw)
-
-
-def start_answering(serve, *answers: bytes, tls: ssl.SSLContext | None = None) -> Server:
-    """A server answering the requests on each connection with `answers` in turn."""
-    holder: list[Server] = []
-    server = serve(lambda conn, index: holder[0].answer_each(conn, list(answers)), tls)
-    holder.append(server)
-    return server
 
 
 def test_calls_share_one_kept_alive_connection_and_send_fixed_headers(serve):
