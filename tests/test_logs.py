@@ -1,7 +1,6 @@
 """`logs`: tail from the end, missing log, and -f across RotatingFileHandler rotation."""
 import json
 import logging
-import logging.handlers
 import os
 import select
 import signal
@@ -12,6 +11,7 @@ import time
 import pytest
 
 import node.logtail as logtail
+from node.logsetup import SizeRotatingHandler
 from tests.conftest import ROOT, one_error_line
 
 
@@ -118,15 +118,14 @@ def test_bad_count_is_a_usage_error(cli):
 
 
 def test_follow_across_rotation(home, follower):
-    """The daemon's own rotation: RotatingFileHandler renames node.log to node.log.1 and opens a
+    """The daemon's own rotation (node/logsetup.py, a RotatingFileHandler) renames node.log to node.log.1 and opens a
     new node.log. Every line is printed once, in order, including one written just before the
     rollover (still in the renamed file)."""
     write_log(home, "old 1\nold 2\n")
     proc, out = follower("-n", "1")
     assert out.line() == "old 2"
 
-    handler = logging.handlers.RotatingFileHandler(home / "node.log", maxBytes=10**9,
-                                                   backupCount=3)
+    handler = SizeRotatingHandler(home / "node.log", maxBytes=10**9, backupCount=3)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log = logging.getLogger("test_follow_across_rotation")
     log.propagate = False
@@ -220,3 +219,24 @@ def test_follow_sees_a_log_truncated_and_regrown_within_one_poll(tmp_path):
     got = [next(lines) for _ in range(4)]
     lines.close()
     assert got == ["old one", "old two", "new line number one", "new two"]
+
+
+def test_the_daemons_log_rotates_by_size_and_keeps_its_backups(tmp_path):
+    handler = SizeRotatingHandler(tmp_path / "node.log", maxBytes=1000, backupCount=2,
+                                  encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("test_rotates_by_size")
+    log.propagate = False
+    log.addHandler(handler)
+    try:
+        for i in range(100):
+            log.warning("line %03d %s", i, "x" * 40)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["node.log", "node.log.1", "node.log.2"]
+    sizes = [(tmp_path / f).stat().st_size for f in files]
+    assert all(size <= 1000 + 60 for size in sizes)  # at most one line past maxBytes
+    newest = (tmp_path / "node.log").read_text().splitlines()
+    assert newest[-1].startswith("line 099")

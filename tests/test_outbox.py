@@ -1,5 +1,6 @@
 """The outbox keeps one file per request id, whatever the ids look like."""
 import json
+import shutil
 
 from node.daemon.outbox import Outbox
 
@@ -61,3 +62,16 @@ def test_a_body_put_again_for_the_same_id_replaces_the_first_whole(tmp_path):
     assert first == again and json.loads(again.read_text())["result"] == "second"
     assert [b["result"] for b in outbox.pending()] == ["second"]
     assert not list(outbox.folder.glob(".*.tmp"))
+
+
+def test_a_batch_of_changes_removes_first_and_reports_each_outcome(tmp_path):
+    outbox = Outbox(tmp_path / "outbox")
+    outbox.put({**body("req_1"), "result": "delivered earlier"})
+    fresh = {**body("req_1"), "result": "served again"}
+    assert outbox.apply([("put", fresh), ("remove", "req_1"), ("put", body("req_2"))]) == \
+        [None, None, None]
+    assert sorted((b["requestId"], b["result"]) for b in outbox.pending()) == \
+        [("req_1", "served again"), ("req_2", "text of req_2")]
+    shutil.rmtree(outbox.folder)  # the disk is gone from under it: puts fail, removes do not
+    outcomes = outbox.apply([("remove", "req_1"), ("put", body("req_3"))])
+    assert outcomes[0] is None and isinstance(outcomes[1], FileNotFoundError)

@@ -47,7 +47,8 @@ def _settle(fut: asyncio.Future, setter: Callable[[Any], None], value: Any) -> N
 class Batched:
     """Group commit on a lane: calls made while a batch is being written wait and go
     together in the next one, so a burst of results shares its fsyncs. `fn` takes a list of
-    items and returns one result per item; its error fails every item of that batch."""
+    items and returns one result per item (an exception instance fails that item alone); an
+    error it raises fails every item of that batch."""
 
     def __init__(self, lane: Lane, fn: Callable[[list], list]) -> None:
         self._lane, self._fn = lane, fn
@@ -77,7 +78,9 @@ class Batched:
                 fut.cancel()
             elif error is not None:
                 fut.set_exception(error)
+            elif isinstance(outcome := done.result()[i], BaseException):
+                fut.set_exception(outcome)
             else:
-                fut.set_result(done.result()[i])
+                fut.set_result(outcome)
         if self._waiting:
             self._flush()

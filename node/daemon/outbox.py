@@ -51,9 +51,29 @@ class Outbox:
         except FileNotFoundError:
             pass
 
-    def remove_many(self, request_ids: list[str]) -> list[None]:
-        """Remove delivered bodies in one go (the supervisor batches them on its disk lane)."""
-        return [self.remove(rid) for rid in request_ids]
+    def apply(self, changes: list[tuple[str, Any]]) -> list[OSError | None]:
+        """A batch of changes in one trip to the disk (the supervisor's disk lane): ("remove",
+        request_id) for a body the coordinator has, ("put", body) for a new one, all the puts
+        durable together (group commit). One outcome per change: None, or the error it met.
+        Removes go first: a remove always concerns a body put in an earlier batch (delivery
+        starts once the put is durable), so a put in this batch is never the one removed."""
+        outcomes: list[OSError | None] = [None] * len(changes)
+        puts = []
+        for i, (kind, arg) in enumerate(changes):
+            if kind == "put":
+                puts.append(i)
+                continue
+            try:
+                self.remove(arg)
+            except OSError as e:
+                outcomes[i] = e
+        if puts:
+            try:
+                self.put_many([changes[i][1] for i in puts])
+            except OSError as e:
+                for i in puts:
+                    outcomes[i] = e
+        return outcomes
 
     def reject(self, request_id: str) -> Path:
         """Move a body the coordinator refused as malformed aside, for a human to look at."""

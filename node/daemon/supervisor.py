@@ -151,8 +151,7 @@ class Supervisor:
                                            run.settings.model)
         self.metrics_server: Any = None
         self.disk = Lane("outbox")
-        self.persist = Batched(self.disk, self.outbox.put_many)  # group commit
-        self.unpersist = Batched(self.disk, self.outbox.remove_many)
+        self.outbox_changes = Batched(self.disk, self.outbox.apply)  # group commit
         self.paused = read_state(self.home).get("paused") is True  # kept until resume or a drain
         self.draining = False
         self.drain_deadline: float | None = None
@@ -533,9 +532,13 @@ class Supervisor:
                                                    time.monotonic())
 
     async def _release(self) -> None:
+        """A slot may be free: dispatch what is pending, then wake as many pollers as there
+        are slots left to fill (waking all would have the rest check and sleep again)."""
         await self._dispatch()
-        async with self.capacity:
-            self.capacity.notify_all()
+        free = self._free_capacity()
+        if free > 0:
+            async with self.capacity:
+                self.capacity.notify(free)
 
     # --- worker messages ------------------------------------------------------------------
 
@@ -630,7 +633,7 @@ class Supervisor:
     def _commit(self, body: dict[str, Any], trace: metrics.Trace | None = None) -> None:
         """Write the signed body to the outbox (durable), then deliver it off the loop."""
         async def commit() -> None:
-            write = self.persist.run(body)
+            write = self.outbox_changes.run(("put", body))
             self.writes.add(write)
             write.add_done_callback(self.writes.discard)
             try:
@@ -692,7 +695,7 @@ class Supervisor:
             elif answer.status == 409:
                 log.info("result.duplicate request=%s: an earlier copy was accepted", rid)
             try:
-                await self.unpersist.run(rid)
+                await self.outbox_changes.run(("remove", rid))
             except OSError as e:
                 log.error("outbox.remove_failed request=%s reason=%s: it will be sent again "
                           "at the next start (the coordinator answers 409)", rid, e)
