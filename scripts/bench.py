@@ -71,7 +71,7 @@ class Config:
     signatures: int
 
 
-FULL = Config(400, 25, (1000, 10000), 15.0, 10, 2000)
+FULL = Config(1000, 25, (1000, 10000), 15.0, 10, 2000)
 QUICK = Config(60, 6, (100, 300), 4.0, 3, 200)
 
 
@@ -282,10 +282,11 @@ class _NodeContext:
                            self._on_line, *flags)
         admin = Admin(coordinator.url)
         end = time.monotonic() + 60
-        while admin.counts()["polls"] < self.workers:
+        while (counts := admin.counts())["polls"] < self.workers or not counts["heartbeats"]:
             if node.proc.poll() is not None or time.monotonic() > end:
                 raise HarnessError(f"the node did not start polling: {node.last_words()}")
             time.sleep(0.05)
+        settle(node, end)
         self.running = Running(coordinator, node, admin)
         if self.metrics:
             try:
@@ -301,6 +302,20 @@ class _NodeContext:
             raise HarnessError(f"the node stopped with exit status {code}"
                                + (" and left processes behind"
                                   if self.running.node.left_behind else ""))
+
+
+def settle(node: Child, end: float) -> None:
+    """Wait until the node's tree is idle (at most 20 ms of CPU in half a second): its
+    start-up, which goes on after the first polls (the heartbeat process importing, the first
+    survey of Ollama), is over, so the CPU measured next is the requests' own."""
+    last = proctree.tree_cpu(node.proc.pid)
+    while time.monotonic() < end:
+        time.sleep(0.5)
+        now = proctree.tree_cpu(node.proc.pid)
+        if now - last <= 0.02:
+            return
+        last = now
+    raise HarnessError("the node did not settle after starting: its CPU never went quiet")
 
 
 @dataclass
