@@ -224,13 +224,17 @@ class Running:
 
     def pids(self) -> dict[str, int]:
         """The supervisor, the heartbeat process and one worker."""
-        found = {"supervisor": self.node.proc.pid}
+        return {role: pids[0] for role, pids in self.roles().items()}
+
+    def roles(self) -> dict[str, list[int]]:
+        """The node's processes by role: supervisor, heartbeat, workers."""
+        found: dict[str, list[int]] = {"supervisor": [self.node.proc.pid]}
         for pid in proctree.tree(self.node.proc.pid)[1:]:
             cmd = proctree.command(pid)
             if "node.daemon.heartbeat" in cmd:
-                found.setdefault("heartbeat", pid)
+                found.setdefault("heartbeat", []).append(pid)
             elif "workers.inference" in cmd:
-                found.setdefault("worker", pid)
+                found.setdefault("worker", []).append(pid)
         return found
 
 
@@ -324,15 +328,20 @@ class Served:
     turnaround_ms: list[float]
     node_cpu_ms: float
     coordinator_cpu_ms: float
+    role_cpu_ms: dict[str, float]   # the node's CPU per request by role (supervisor, ...)
 
 
 def serve(run: Running, items: list[str], already: int, timeout: float) -> Served:
     """Enqueue `items` on a node that is polling; measure until every one is accepted."""
+    roles = run.roles()
     node_cpu = proctree.tree_cpu(run.node.proc.pid)
+    role_cpu = {role: sum(map(proctree.cpu_seconds, pids)) for role, pids in roles.items()}
     coord_cpu = proctree.cpu_seconds(run.coordinator.proc.pid)
     run.admin.enqueue(items)
     stats = run.wait_accepted(already + len(items), timeout)
     node_cpu = proctree.tree_cpu(run.node.proc.pid) - node_cpu
+    role_cpu = {role: sum(map(proctree.cpu_seconds, pids)) - role_cpu[role]
+                for role, pids in roles.items()}
     coord_cpu = proctree.cpu_seconds(run.coordinator.proc.pid) - coord_cpu
     wanted = set(items)
     ids = {rid for rid, r in stats["requests"].items() if r["prompt"] in wanted}
@@ -342,7 +351,8 @@ def serve(run: Running, items: list[str], already: int, timeout: float) -> Serve
     turnaround = [(accepted[rid] - first[rid]) * 1000 for rid in ids]
     span = max(accepted.values()) - min(first.values())
     n = len(items)
-    return Served(n / span, turnaround, node_cpu * 1000 / n, coord_cpu * 1000 / n)
+    return Served(n / span, turnaround, node_cpu * 1000 / n, coord_cpu * 1000 / n,
+                  {role: cpu * 1000 / n for role, cpu in role_cpu.items()})
 
 
 # --- the figures ------------------------------------------------------------------------------
@@ -371,6 +381,9 @@ def fast_figures(config: Config, node: Node, standin: str, work: Path) -> list[M
                     "stand-in direct, 4 clients (ceiling)", ">= 300 req/s", four.rps >= 300),
         Measurement("d", "CPU per request, node tree", "ms", four.node_cpu_ms, ceiling.cpu_ms,
                     "direct client", "<= 2 ms", four.node_cpu_ms <= 2),
+        *(Measurement("d", f"CPU per request, of which {role}{'s' if role == 'worker' else ''}",
+                      "ms", ms, ceiling.cpu_ms, "direct client")
+          for role, ms in four.role_cpu_ms.items()),
         Measurement("d", f"CPU per request, dev coordinator (verifies 1 in {VERIFY_SAMPLE} "
                     "signatures)", "ms",
                     four.coordinator_cpu_ms, ceiling.cpu_ms, "direct client"),

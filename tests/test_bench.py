@@ -28,6 +28,7 @@ def test_quick_bench_reports_every_figure():
         assert {m["baseline_name"] for m in rows} == {"mean turnaround"}
         assert len({m["baseline"] for m in rows}) == 1   # one turnaround per run
     for who in ("supervisor", "heartbeat", "worker"):
+        assert any(n.startswith(f"CPU per request, of which {who}") for n in names)
         assert any(n.startswith(f"resident memory, {who}") for n in names)
         assert any(n.startswith(f"memory growth, {who}") for n in names)
     for m in doc["measurements"]:
