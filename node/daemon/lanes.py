@@ -1,8 +1,7 @@
-"""Long-lived threads that run the supervisor's blocking calls (HTTP, outbox files) off its
-event loop. A lane is started once and lives as long as the daemon: no thread is started per
-call, and each thread keeps its own keep-alive connection to the coordinator (node/coordinator.py
-gives each thread one). The threads are daemon threads, never joined at exit, so a long poll
-in progress cannot hold the daemon's exit up."""
+"""A long-lived thread that runs the supervisor's blocking file work (the outbox) off its
+event loop, and group commit on it. The lane is started once and lives as long as the daemon:
+no thread is started per call. Its thread is a daemon thread, never joined at exit, so a slow
+disk cannot hold the daemon's exit up (what must reach the disk is awaited by the shutdown)."""
 import asyncio
 import queue
 import threading
@@ -13,12 +12,11 @@ T = TypeVar("T")
 
 
 class Lane:
-    """`threads` threads taking calls from one queue, oldest first."""
+    """One thread taking calls from a queue, oldest first."""
 
-    def __init__(self, name: str, threads: int = 1) -> None:
+    def __init__(self, name: str) -> None:
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
-        for i in range(threads):
-            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True).start()
+        threading.Thread(target=self._work, name=name, daemon=True).start()
 
     def run(self, fn: Callable[..., T], *args: Any) -> "asyncio.Future[T]":
         """Queue `fn(*args)`; the future settles on the calling loop with its result or error."""

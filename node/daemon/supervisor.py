@@ -59,8 +59,8 @@ RESULT_ANSWER = {409: "duplicate", 410: "expired"}   # any other 2xx: accepted
 
 
 def run_blocking(fn: Callable[..., T], *args: Any) -> "asyncio.Future[T]":
-    """Run a rare blocking call (attach, shutdown) in a daemon thread of its own, never joined
-    at exit, unlike an executor's; the hot path uses lanes instead."""
+    """Run a rare blocking call (GET /network, an Ollama survey, shutdown) in a daemon thread
+    of its own, never joined at exit, unlike an executor's."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future = loop.create_future()
 
