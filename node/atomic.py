@@ -46,51 +46,11 @@ def write_atomic_many(files: list[tuple[Path, bytes]], mode: int = 0o600) -> Non
             except FileNotFoundError:
                 pass
         raise
-    _fsync_folder(files[0][0].parent)
+    fsync_folder(files[0][0].parent)
 
 
-def create_durable_many(files: list[tuple[Path, bytes]], mode: int = 0o600) -> None:
-    """Create files of one folder, durable when this returns, with one journal commit for all
-    (the outbox's group commit).
-
-    A file that does not exist yet is written under its own name (O_EXCL) rather than a temp
-    name renamed: the first fsync then commits every file's data and folder entry together, and
-    the folder's fsync finds nothing left; a temp file and a rename cost a second commit. The
-    price is that a crash before this returns can leave a torn file, which a reader must treat
-    as never written (nothing was sent from it yet). A name that exists already is replaced as
-    write_atomic_many does. On an error every file this call created is removed."""
-    made: list[tuple[Path, int]] = []
-    existing: list[tuple[Path, bytes]] = []
-    try:
-        for path, data in files:
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-            except FileExistsError:
-                existing.append((path, data))
-                continue
-            made.append((path, fd))
-            os.fchmod(fd, mode)  # whatever the umask
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        for _, fd in made:
-            os.fsync(fd)
-        if made:
-            _fsync_folder(made[0][0].parent)
-    except BaseException:
-        for path, _ in made:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-        raise
-    finally:
-        for _, fd in made:
-            os.close(fd)
-    write_atomic_many(existing, mode)
-
-
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Make a folder's entries (a file created, renamed or removed in it) durable."""
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

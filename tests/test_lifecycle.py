@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from node.daemon.outbox import unsettled
 from node.home import Home
 from node.commands.livestatus import query_live
 from tests.conftest import ROOT, clean_env
@@ -107,7 +108,7 @@ def test_sigterm_mid_request_delivers_the_result_then_exits_0(node_home, standin
         assert node.wait_exit(30) == 0
         done = wait_for(url, lambda s: s["accepted"] == 1, timeout=1, what="the result")
     assert done["failureReports"] == []
-    assert list((home / "outbox").glob("*.json")) == []
+    assert unsettled(home / "outbox") == []
 
 
 @pytest.mark.parametrize("at_once", [False, True])

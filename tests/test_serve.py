@@ -6,6 +6,7 @@ import os
 import signal
 
 
+from node.daemon.outbox import unsettled
 from node.home import Home
 from node.commands.livestatus import query_live
 from scripts import protocol_verify as pv
@@ -96,7 +97,7 @@ def test_coordinator_faults_and_lost_acks_deliver_each_result_once(tmp_path, nod
             admin(url, "faults", {"failShare": 0.0, "loseAcks": 0.0})
             nudge = admin(url, "enqueue", {"prompt": "after the outage"})["requestId"]
             done = wait_for(url, lambda s: s["accepted"] == n + 1
-                            and not os.listdir(home / "outbox") or False, timeout=60,
+                            and not unsettled(home / "outbox") or False, timeout=60,
                             what="every result delivered")
     assert done["injected"]["failShare"] > 0 and done["injected"]["loseAcks"] > 0
     assert sorted(done["results"]) == sorted(done["requests"]) and nudge in done["results"]
@@ -115,8 +116,8 @@ def test_undelivered_result_survives_sigkill_and_is_delivered_after_restart(tmp_
             node.wait_event(is_event("result.retry"))
             os.kill(node.proc.pid, signal.SIGKILL)
             node.wait_exit(10)
-        kept = list((home / "outbox").glob("*.json"))
-        assert len(kept) == 1 and json.loads(kept[0].read_text())["poe"] == served["poe"]
+        kept = unsettled(home / "outbox")
+        assert len(kept) == 1 and kept[0]["poe"] == served["poe"]
         assert stats(url)["accepted"] == 0
         admin(url, "faults", {"failShare": 0.0})
         with run_daemon(home, NODE_ID, url, standin) as node:
@@ -127,7 +128,7 @@ def test_undelivered_result_survives_sigkill_and_is_delivered_after_restart(tmp_
     rid, body = next(iter(done["results"].items()))
     assert body["poe"] == served["poe"]
     check_result(rid, body, address)
-    assert list((home / "outbox").glob("*.json")) == []
+    assert unsettled(home / "outbox") == []
 
 
 def test_malformed_inbox_answers_are_survived(tmp_path, node_home, standin):
@@ -177,7 +178,7 @@ def test_a_result_refused_as_malformed_is_kept_aside_and_never_retried(node_home
     kept = list((home / "outbox" / "rejected").glob("*.json"))
     assert refused["level"] == "error" and "bad_poe" in refused["error"]
     assert len(kept) == 1 and json.loads(kept[0].read_text())["requestId"] == refused["request"]
-    assert list((home / "outbox").glob("*.json")) == []
+    assert unsettled(home / "outbox") == []
     assert done["injected"]["rejectResults"] == 1 and done["accepted"] == 0
 
 
@@ -212,4 +213,5 @@ def test_outbox_write_failure_delivers_from_memory_then_the_outbox_works_again(n
     for rid, prompt in ((big_id, big), (small_id, "small")):
         assert done["results"][rid]["result"] == expected_text(prompt)
         check_result(rid, done["results"][rid], address)
-    assert list((home / "outbox").iterdir()) == [], "no temp file or body left behind"
+    assert unsettled(home / "outbox") == [], "nothing left unsettled"
+    assert [p.name for p in (home / "outbox").iterdir()] == ["journal"], "no other file left"

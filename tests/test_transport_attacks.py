@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from node.coordinator import CALL_TIMEOUT, MAX_INBOX_ANSWER
+from node.daemon.outbox import unsettled
 from scripts.proctree import tree_rss
 from tests.coord import admin, start_dev_coordinator, wait_for
 from tests.nodeproc import is_event, run_daemon
@@ -28,8 +29,8 @@ def catcher():
     server.close()
 
 
-def outbox_files(home: Path) -> list[Path]:
-    return sorted((home / "outbox").glob("*.json"))
+def outbox_files(home: Path) -> list[dict]:
+    return unsettled(home / "outbox")
 
 
 @pytest.mark.parametrize("status", [307, 301])

@@ -2,7 +2,7 @@
 
 One asyncio loop in one thread owns every ZeroMQ socket (anchors §8.1) and makes the hot
 path's coordinator calls itself, on kept-alive connections (node/daemon/link.py): no thread
-per call. Outbox files are written in a long-lived lane (node/daemon/lanes.py), in batches
+per call. The outbox journal is written in a long-lived lane (node/daemon/lanes.py), in batches
 (group commit), so an fsync never stalls the loop. Per request:
 poll -> dispatch to an idle worker (READY credit) -> text back -> PoE -> sign -> outbox ->
 post -> delete. Liveness (heartbeat process), worker supervision, signals and the control
