@@ -126,3 +126,4 @@ def test_the_journal_is_emptied_when_all_is_settled_and_compacted_when_it_grows(
         outbox.remove(f"r{i}")
         assert outbox.journal.stat().st_size <= 4096 + 200  # rewritten once past the mark
     assert ids(unsettled(outbox.folder)) == ["stays"]
+

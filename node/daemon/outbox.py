@@ -192,12 +192,17 @@ class Outbox:
 
     def _tidy(self) -> None:
         """Empty the journal when nothing is unsettled; rewrite it when it grows past
-        `compact_at`."""
-        if not self._live and self._size:
-            os.ftruncate(self._open(), 0)
-            self._size = 0
-        elif self._size > self.compact_at:
-            self._compact()
+        `compact_at`. Only housekeeping: what was written stays written if this fails (a
+        full disk), and it is tried again after the next change."""
+        try:
+            if not self._live and self._size:
+                os.ftruncate(self._open(), 0)
+                self._size = 0
+            elif self._size > self.compact_at:
+                self._compact()
+        except OSError as e:
+            log.warning("outbox.tidy_failed reason=%s: the journal is rewritten later",
+                        e.strerror or e)
 
     def _compact(self) -> None:
         """The journal rewritten with only the unsettled bodies (atomically, durably)."""
