@@ -754,9 +754,13 @@ class Supervisor:
             frames = await self.control.recv_multipart()
             envelope, payload = frames[:-1], frames[-1]
             try:
-                reply = self._control(m.control_request.decode(payload))
+                request = m.control_request.decode(payload)
             except m.DecodeError as e:
                 reply = m.ControlError(error=f"bad request: {e}")
+            else:
+                reply = self._control(request)
+                if not isinstance(request, m.StatusRequest):
+                    await self._send_load()  # the next beat says so, not one a tick later
             await self._send(self.control, *envelope, m.encoder.encode(reply))
 
     def _control(self, request: m.ControlRequest) -> m.ControlReply:
