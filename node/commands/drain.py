@@ -27,7 +27,8 @@ def cmd(home: Home, as_json: bool, timeout: float | None) -> None:
     line = ProgressLine()
     try:
         while doc is not None:
-            line.show(progress_text(doc, time.time() - began_ms / 1000, timeout))
+            line.show(progress_text(doc, time.time() - began_ms / 1000, timeout),
+                      (in_flight_text(doc), doc.get("deliveryError")))
             time.sleep(REFRESH)
             doc = _status(home)
     except KeyboardInterrupt:
@@ -64,17 +65,20 @@ class ProgressLine:
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
         self.last = ""
+        self.last_state: object = None
 
-    def show(self, text: str) -> None:
+    def show(self, text: str, state: object) -> None:
+        """`state` is what a new line is printed for off a terminal (counts, the delivery
+        error), never the clock."""
         from workers.logfmt import escape_controls
         text = escape_controls(text)
         if self.tty:
             sys.stderr.write("\r\033[K" + text)
             sys.stderr.flush()
-        elif text.split(",")[:2] != self.last.split(",")[:2]:  # counts changed, not the clock
+        elif state != self.last_state:
             sys.stderr.write(text + "\n")
             sys.stderr.flush()
-        self.last = text
+        self.last, self.last_state = text, state
 
     def end(self) -> None:
         if self.tty and self.last:
