@@ -12,7 +12,10 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+from node.commands.livestatus import query_live
+from node.home import Home
 from tests.conftest import ROOT, clean_env
+from tests.procs import wait_until
 
 
 def init_home(home: Path) -> str:
@@ -104,6 +107,18 @@ def run_start(home: Path, *args: str, env: dict[str, str] | None = None, cwd: Pa
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+def busy_workers(home: Path) -> int:
+    """Workers busy by the daemon's own live status (0 while its socket does not answer)."""
+    doc = query_live(Home(home))
+    return sum(w["busy"] for w in doc["workers"]) if doc else 0
+
+
+def wait_busy(home: Path, count: int = 1, timeout: float = 30) -> None:
+    """Until `count` workers are busy at the node itself: the dev coordinator counts a request
+    in flight from the moment it answers the poll, before the node has read that answer."""
+    wait_until(lambda: busy_workers(home) >= count, timeout, f"{count} worker(s) busy")
 
 
 def is_event(name: str) -> Callable[[dict], bool]:

@@ -186,6 +186,17 @@ def wait_gone(pid: int, timeout: float) -> bool:
     return True
 
 
+def wait_until(predicate, timeout: float, what: str) -> float:
+    """Poll `predicate` (a file, a process: what no event announces) until true; return the
+    seconds it took."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
 def kill_quietly(pid: int) -> None:
     """Teardown for a process that is not our child."""
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT, clean_env, one_error_line
 from tests.coord import admin, start_dev_coordinator, wait_for
-from tests.nodeproc import init_home, is_event, run_daemon
+from tests.nodeproc import init_home, is_event, run_daemon, wait_busy
 from tests.procs import start_standin
 
 
@@ -27,7 +27,7 @@ def test_readme_control_socket_example_reports_a_busy_worker(tmp_path):
                                   "--prompt", "hold on [[sleep:3000]]") as (_, url):
         with run_daemon(home, 7, url, ollama) as node:
             node.wait_event(is_event("attached"))
-            wait_for(url, lambda s: s["inflight"], what="a busy worker")
+            wait_busy(home)
             r = subprocess.run([sys.executable, "-c", readme_example()], cwd=tmp_path,
                                env=clean_env(home), capture_output=True, text=True, timeout=30)
             modes = [(p.name, p.stat().st_mode & 0o777) for p in
@@ -51,7 +51,7 @@ def test_status_shows_the_live_view_and_watch_streams_events(tmp_path):
             try:
                 hello = json.loads(watcher.stdout.readline())
                 rid = admin(url, "enqueue", {"prompt": "watch [[sleep:3000]]"})["requestId"]
-                wait_for(url, lambda s: s["inflight"], what="the request in flight")
+                wait_busy(home)
                 plain = subprocess.run([sys.executable, "-m", "node.cli", "status"], cwd=ROOT,
                                        env=clean_env(home), capture_output=True, text=True,
                                        timeout=30)

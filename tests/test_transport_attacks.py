@@ -12,6 +12,7 @@ from node.daemon.outbox import unsettled
 from scripts.proctree import tree_rss
 from tests.coord import admin, start_dev_coordinator, wait_for
 from tests.nodeproc import is_event, run_daemon
+from tests.procs import wait_until
 from tests.test_coordinator import Scripted, node_routes
 
 NODE_ID = 7
@@ -48,7 +49,7 @@ def test_finding2_a_redirected_result_is_not_followed_and_stays_in_the_outbox(
             assert len(outbox_files(home)) == 1
             admin(url, "faults", {"redirectResults": None})
             done = wait_for(url, lambda s: s["accepted"] == 1, timeout=30, what="delivery")
-            node.wait_event(lambda e: not outbox_files(home), timeout=10)
+            wait_until(lambda: not outbox_files(home), 10, "the outbox settled")  # unlogged
             node.signal(signal.SIGTERM)
             assert node.wait_exit(30) == 0
     assert catcher.calls == []
