@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, clean_env, one_error_line
 from tests.coord import admin, start_dev_coordinator, wait_for
 from tests.nodeproc import init_home, is_event, run_daemon, wait_busy
@@ -65,6 +67,37 @@ def test_status_shows_the_live_view_and_watch_streams_events(tmp_path):
     assert hello == {"type": "watch.hello", "atMs": hello["atMs"], "state": "ACTIVE"}
     assert line["type"] == "request.served" and line["requestId"] == rid
     assert line["poe"].startswith("0x") and line["model"] == "llama3.2"
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_status_watch_ends_with_a_last_line_when_its_daemon_stops(tmp_path, standin, as_json):
+    home = tmp_path / "h"
+    address = init_home(home)
+    with start_dev_coordinator("--node", f"7={address}") as (_, url):
+        with run_daemon(home, 7, url, standin) as node:
+            node.wait_event(is_event("attached"))
+            pid = node.proc.pid
+            watcher = subprocess.Popen([sys.executable, "-m", "node.cli", "status", "--watch",
+                                        *(["--json"] if as_json else [])], cwd=ROOT,
+                                       env=clean_env(home), stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)
+            try:
+                first = watcher.stdout.readline()
+                node.signal(signal.SIGTERM)
+                assert node.wait_exit(30) == 0
+                out, err = watcher.communicate(timeout=30)
+            finally:
+                watcher.kill()
+                watcher.wait(10)
+    assert watcher.returncode == 0, err
+    last = out.splitlines()[-1]
+    if as_json:
+        assert json.loads(first)["type"] == "watch.hello"
+        doc = json.loads(last)
+        assert (doc["type"], doc["pid"]) == ("watch.stopped", pid) and doc["atMs"] > 0
+    else:
+        assert first.startswith("watching ")
+        assert last == f"the daemon (pid {pid}) stopped; parallelix-node logs says why"
 
 
 def test_status_watch_without_a_daemon_says_so(cli):

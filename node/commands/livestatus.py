@@ -53,8 +53,14 @@ def query_live(home: Home, timeout_ms: int = 1000) -> dict[str, Any] | None:
     return live_doc(reply) if isinstance(reply, m.StatusReply) else None
 
 
-def watch_events(home: Home) -> Iterator[dict[str, Any]]:
-    """Yield the daemon's events (state transitions, served, failed) as camelCase dicts."""
+GONE_CHECK_MS = 1000  # a quiet stream checks this often that its daemon still runs
+
+
+def watch_events(home: Home, pid: int) -> Iterator[dict[str, Any]]:
+    """Yield the events (state transitions, served, failed) of the daemon `pid` as camelCase
+    dicts; end once it no longer runs (checked whenever the stream is quiet for a second), after
+    the events it sent before it stopped. A daemon started in its place is another run, which
+    the stream does not follow."""
     import msgspec
     import zmq
 
@@ -67,6 +73,10 @@ def watch_events(home: Home) -> Iterator[dict[str, Any]]:
     sock.connect(home.endpoint("events.sock"))
     try:
         while True:
+            if not sock.poll(GONE_CHECK_MS):
+                if running_pid(home) != pid:
+                    return
+                continue
             try:
                 event = m.event.decode(sock.recv())
             except m.DecodeError:

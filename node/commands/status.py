@@ -2,6 +2,7 @@
 it is running. Fast: no key, no HTTP, no probing (no requests, eth-account or zmq imports)."""
 import signal
 import sys
+import time
 
 import click
 
@@ -14,7 +15,8 @@ from workers.escape import escape_controls
 
 
 @click.command("status")
-@click.option("--watch", is_flag=True, help="Stream the running daemon's events (Ctrl-C stops).")
+@click.option("--watch", is_flag=True, help="Stream the running daemon's events until it stops "
+                                             "(Ctrl-C stops sooner).")
 @common_options
 @settings_options()
 def cmd(home: Home, as_json: bool, coordinator: str | None, ollama: tuple[str, ...],
@@ -35,12 +37,13 @@ def watch_events(home: Home, as_json: bool) -> None:
     from node.commands.livestatus import watch_events as events
     from node.daemon.runlock import running_pid
 
-    if running_pid(home) is None:
+    pid = running_pid(home)
+    if pid is None:
         raise NodeError(f"no daemon runs for {home.root}; start it with parallelix-node start")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # as Ctrl-C: a normal way to stop
     greeted = False
     try:
-        for event in events(home):
+        for event in events(home, pid):
             if event["type"] == "watch.hello":
                 if greeted:  # a hello for another watcher that joined later
                     continue
@@ -55,3 +58,8 @@ def watch_events(home: Home, as_json: bool) -> None:
                 click.echo(escape_controls(f"{event['type']} {fields}").replace("\n", "\\n"))
     except KeyboardInterrupt:
         return
+    if as_json:
+        emit_json_line({"type": "watch.stopped", "atMs": time.time_ns() // 1_000_000,
+                        "pid": pid})
+    else:
+        click.echo(f"the daemon (pid {pid}) stopped; parallelix-node logs says why")
