@@ -57,7 +57,7 @@ def probe_ollama(url: str, model: str) -> str | None:
     """Why the Ollama at `url` cannot serve the demo, or None when it can."""
     from workers.ollama import OllamaError, has_model, list_models
     try:
-        models = list_models(url, harness.HttpSession(PROBE_TIMEOUT))
+        models = list_models(url, timeout=PROBE_TIMEOUT)
     except OllamaError:
         return f"no Ollama answered at {url}"
     if not has_model(models, model):

@@ -104,9 +104,10 @@ def get_version(base: str, http: httpclient.Client | None = None,
     return body["version"]
 
 
-def list_models(base: str, http: httpclient.Client | None = None) -> list[dict[str, Any]]:
+def list_models(base: str, http: httpclient.Client | None = None,
+                timeout: float = READ_TIMEOUT) -> list[dict[str, Any]]:
     """Local models from /api/tags; cloud stubs (`remote_host`) are skipped: they cannot run here."""
-    body = get_json(base, "/api/tags", http)
+    body = get_json(base, "/api/tags", http, timeout)
     models = body.get("models") if isinstance(body, dict) else None
     if not isinstance(models, list):
         raise OllamaError(f"{base} answered /api/tags without a model list: is something other "
